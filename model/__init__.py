@@ -1,0 +1,35 @@
+"""The model zoo: MIRNet, MIRNet-v2 and the plain CNN, with their losses,
+metrics and inference helper. Keras 3 only (``keras.layers`` and ``keras.ops``),
+so the same code runs under the TensorFlow, JAX and PyTorch backends."""
+
+from model import cnn, mirnet, mirnet_v2  # noqa: F401  (register the architectures)
+from model.attention import ChannelPooling, NonLocalBlock, StreamSoftmax
+from model.inference import enhance, reflect_pad
+from model.losses import LOSSES, charbonnier, get_loss
+from model.metrics import mae, mae_metric, psnr, psnr_metric, ssim, ssim_metric
+from model.mirnet_v2 import ContextBlock, ResidualContextBlock, SelectiveKernelFusion
+from model.registry import ARCHITECTURES, build_model, get_architecture, size_multiple
+
+__all__ = [
+    "ARCHITECTURES",
+    "ChannelPooling",
+    "ContextBlock",
+    "LOSSES",
+    "NonLocalBlock",
+    "ResidualContextBlock",
+    "SelectiveKernelFusion",
+    "StreamSoftmax",
+    "build_model",
+    "charbonnier",
+    "enhance",
+    "get_architecture",
+    "get_loss",
+    "mae",
+    "mae_metric",
+    "psnr",
+    "psnr_metric",
+    "reflect_pad",
+    "size_multiple",
+    "ssim",
+    "ssim_metric",
+]
