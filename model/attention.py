@@ -146,5 +146,12 @@ class NonLocalBlock(layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape
 
+    def macs(self, input_shape):
+        pixels, channels = input_shape[1] * input_shape[2], input_shape[-1]
+        keys = -(-input_shape[1] // 2) * -(-input_shape[2] // 2) if self.subsample else pixels
+        projections = 4 * pixels * channels * self.inner  # theta, phi, g, w
+        return projections + 2 * pixels * keys * self.inner  # affinity, aggregation
+
     def get_config(self):
         return {**super().get_config(), "reduction": self.reduction, "subsample": self.subsample}
+

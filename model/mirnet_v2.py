@@ -49,6 +49,10 @@ class ContextBlock(layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape
 
+    def macs(self, input_shape):
+        pixels, channels = input_shape[1] * input_shape[2], input_shape[-1]
+        return 2 * pixels * channels + 2 * channels * channels  # mask, pooling, transform
+
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class ResidualContextBlock(layers.Layer):
@@ -78,6 +82,11 @@ class ResidualContextBlock(layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+    def macs(self, input_shape):
+        pixels, channels = input_shape[1] * input_shape[2], input_shape[-1]
+        convs = 2 * pixels * channels * 9 * (channels // self.groups)
+        return convs + self.context.macs(input_shape)
 
     def get_config(self):
         return {**super().get_config(), "groups": self.groups}
@@ -119,6 +128,13 @@ class SelectiveKernelFusion(layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape[0]
+
+    def macs(self, input_shapes):
+        shape = input_shapes[0]
+        channels = shape[-1]
+        compact = max(int(channels / self.reduction), 4)
+        weighting = self.num_streams * shape[1] * shape[2] * channels
+        return weighting + channels * compact * (1 + self.num_streams)
 
     def get_config(self):
         return {

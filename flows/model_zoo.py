@@ -1,0 +1,43 @@
+"""Flow: size and cost of every model variant in params.yaml.
+
+Writes ``<summary.output_dir>/summary.json`` (DVC metrics) and ``summary.md``,
+and publishes the table as a Prefect artifact.
+
+    python -m flows.model_zoo
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from tasks.config import Params, load_params
+from tasks.model_zoo import describe_variant_task, markdown_table
+from tasks.storage import atomic_write_json, atomic_write_text
+
+
+@flow(name="model-zoo", log_prints=True)
+def model_zoo(params: Params | None = None) -> dict:
+    params = params or load_params()
+    settings = params.summary
+    rows = {
+        name: describe_variant_task(spec.arch, spec.options, settings.height, settings.width)
+        for name, spec in params.models.items()
+    }
+    table = markdown_table(rows)
+    out = Path(settings.output_dir)
+    atomic_write_text(out / "summary.md", f"# Model zoo\n\n{table}\n")
+    metrics = {
+        name: {k: info[k] for k in ("parameters", "layers", "gmacs_per_megapixel")}
+        for name, info in rows.items()
+    }
+    atomic_write_json(out / "summary.json", metrics)
+    create_markdown_artifact(table, key="model-zoo", description="Model variants: size and cost")
+    print(table)
+    return metrics
+
+
+if __name__ == "__main__":
+    model_zoo()

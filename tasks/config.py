@@ -1,0 +1,127 @@
+"""The single configuration model: ``params.yaml`` parsed into typed, validated
+pydantic models. Flows take these models as parameters.
+
+Every error names the offending key as a dotted path, e.g.
+``params.yaml: models.mirnet.options.channels: Input should be a valid integer``.
+Unknown keys are errors too, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message names the file and the key."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(Strict):
+    """One model variant: a registered architecture and its builder options."""
+
+    arch: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_options(self):
+        from model import ARCHITECTURES
+
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(
+                f"unknown architecture {self.arch!r}; known: {', '.join(sorted(ARCHITECTURES))}"
+            )
+        parameters = ARCHITECTURES[self.arch].options()
+        fields: dict[str, Any] = {}
+        for name, p in parameters.items():
+            if name == "input_shape":  # a build-time detail, not a variant option
+                continue
+            annotation = p.annotation if p.annotation is not inspect.Parameter.empty else Any
+            if isinstance(annotation, str):  # postponed annotations
+                annotation = eval(annotation, {"tuple": tuple})  # noqa: S307 (our own source)
+            fields[name] = (annotation, p.default)
+        options_model = pydantic.create_model(
+            f"{self.arch}_options", __config__=ConfigDict(extra="forbid", strict=True), **fields
+        )
+        try:
+            options_model(**self.options)
+        except pydantic.ValidationError as exc:
+            problems = "; ".join(
+                f"options.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+            )
+            raise ValueError(problems) from None
+        return self
+
+
+class MlflowSettings(Strict):
+    tracking_uri: str = "sqlite:///mlflow.db"
+    artifact_location: str = "mlartifacts"
+    experiment: str = "mirnet-pipeline"
+
+
+class SummarySettings(Strict):
+    """Where the model-zoo summary is computed and written."""
+
+    height: int = Field(1000, gt=0, multiple_of=4)
+    width: int = Field(1000, gt=0, multiple_of=4)
+    output_dir: str = "reports/model_zoo"
+
+
+class Params(Strict):
+    seed: int = 42
+    mlflow: MlflowSettings = MlflowSettings()
+    models: dict[str, ModelSpec]
+    summary: SummarySettings = SummarySettings()
+
+    @field_validator("models")
+    @classmethod
+    def _non_empty(cls, value):
+        if not value:
+            raise ValueError("at least one model variant is required")
+        return value
+
+
+def _format(exc: pydantic.ValidationError, source: str) -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        got = error.get("input")
+        shown = "" if isinstance(got, dict) or error["type"] == "missing" else f" (got {got!r})"
+        lines.append(f"{source}: {key}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def parse_params(data: dict, source: str = "params.yaml") -> Params:
+    """Validate a parsed mapping; raise ``ConfigError`` naming each bad key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return Params.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise ConfigError(_format(exc, source)) from None
+
+
+def load_params(path: str | os.PathLike | None = None) -> Params:
+    """Read and validate ``params.yaml`` (or ``path``)."""
+    path = Path(path or PARAMS_FILE)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_params(data, source=str(path))

@@ -1,0 +1,94 @@
+"""The model-zoo report: size and cost of each configured variant, and a
+one-screen summary for any architecture and option set from the command line.
+
+    python -m tasks.model_zoo mirnet num_rrg=3 num_mrb=2 channels=32
+    mirnet-summary cnn channels=256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import yaml
+from prefect import task
+
+from model import ARCHITECTURES, get_architecture
+from model.complexity import describe
+
+
+def describe_variant(arch: str, options: dict, height: int = 1000, width: int = 1000) -> dict:
+    """``model.complexity.describe`` with every option filled in (defaults shown)."""
+    defaults = {
+        name: p.default
+        for name, p in get_architecture(arch).options().items()
+        if name != "input_shape"
+    }
+    info = describe(arch, height=height, width=width, **options)
+    info["options"] = {**defaults, **options}
+    return info
+
+
+describe_variant_task = task(describe_variant, name="describe-variant")
+
+
+def format_summary(info: dict) -> str:
+    """One screen of text describing one model."""
+    arch = get_architecture(info["architecture"])
+    options = ", ".join(f"{k}={v!r}" for k, v in info["options"].items())
+    lines = [
+        f"{info['architecture']}: {arch.summary}",
+        f"  options        {options}",
+        f"  parameters     {info['parameters']:,}",
+        f"  layers         {info['layers']:,}",
+        f"  GMACs / MP     {info['gmacs_per_megapixel']:,.1f}"
+        f"  (measured at {info['measured_at'][0]}x{info['measured_at'][1]})",
+        f"  size multiple  {info['size_multiple']} (inputs are padded to it)",
+        "  layer types    "
+        + ", ".join(f"{name} x{count}" for name, count in list(info["layer_types"].items())[:8]),
+    ]
+    return "\n".join(lines)
+
+
+def markdown_table(rows: dict[str, dict]) -> str:
+    """A Markdown table of variants (name -> ``describe_variant`` result)."""
+    out = [
+        "| variant | architecture | options | parameters | layers | GMACs / MP |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for name, info in rows.items():
+        options = ", ".join(f"{k}={v}" for k, v in info["options"].items())
+        out.append(
+            f"| {name} | {info['architecture']} | {options} | {info['parameters']:,} | "
+            f"{info['layers']:,} | {info['gmacs_per_megapixel']:,.1f} |"
+        )
+    return "\n".join(out)
+
+
+def _parse_option(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"options are key=value, got {text!r}")
+    key, value = text.split("=", 1)
+    return key, yaml.safe_load(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="mirnet-summary",
+        description="Print parameters, layers and MACs per megapixel of a model.",
+    )
+    parser.add_argument("arch", choices=sorted(ARCHITECTURES))
+    parser.add_argument("options", nargs="*", type=_parse_option, metavar="key=value")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    args = parser.parse_args(argv)
+    try:
+        info = describe_variant(args.arch, dict(args.options))
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
+    print(json.dumps(info, indent=2) if args.json else format_summary(info))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
