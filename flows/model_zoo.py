@@ -13,7 +13,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from tasks.config import Params, load_params
+from tasks.config import Params, load_params, variant_options
 from tasks.model_zoo import describe_variant_task, markdown_table
 from tasks.storage import atomic_write_json, atomic_write_text
 
@@ -23,7 +23,9 @@ def model_zoo(params: Params | None = None) -> dict:
     params = params or load_params()
     settings = params.summary
     rows = {
-        name: describe_variant_task(spec.arch, spec.options, settings.height, settings.width)
+        name: describe_variant_task(
+            spec.arch, variant_options(spec), settings.height, settings.width
+        )
         for name, spec in params.models.items()
     }
     table = markdown_table(rows)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import inspect
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Union
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from model import ARCHITECTURES
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -28,40 +30,42 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ModelSpec(Strict):
-    """One model variant: a registered architecture and its builder options."""
+def _options_model(arch) -> type[BaseModel]:
+    """A strict pydantic model of an architecture's builder options and defaults."""
+    fields: dict[str, Any] = {}
+    for name, p in arch.options().items():
+        if name == "input_shape":  # a build-time detail, not a variant option
+            continue
+        annotation = p.annotation if p.annotation is not inspect.Parameter.empty else Any
+        if isinstance(annotation, str):  # postponed annotations in the builder's module
+            annotation = eval(annotation, {"tuple": tuple})  # noqa: S307 (our own source)
+        fields[name] = (annotation, p.default)
+    return pydantic.create_model(
+        f"{arch.name}_options", __config__=ConfigDict(extra="forbid", strict=True, frozen=True), **fields
+    )
 
-    arch: str
-    options: dict[str, Any] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _check_options(self):
-        from model import ARCHITECTURES
+def _spec_model(arch) -> type[BaseModel]:
+    options = _options_model(arch)
+    return pydantic.create_model(
+        f"{arch.name}_spec",
+        __base__=Strict,
+        arch=(Literal[arch.name], ...),
+        options=(options, options()),
+    )
 
-        if self.arch not in ARCHITECTURES:
-            raise ValueError(
-                f"unknown architecture {self.arch!r}; known: {', '.join(sorted(ARCHITECTURES))}"
-            )
-        parameters = ARCHITECTURES[self.arch].options()
-        fields: dict[str, Any] = {}
-        for name, p in parameters.items():
-            if name == "input_shape":  # a build-time detail, not a variant option
-                continue
-            annotation = p.annotation if p.annotation is not inspect.Parameter.empty else Any
-            if isinstance(annotation, str):  # postponed annotations
-                annotation = eval(annotation, {"tuple": tuple})  # noqa: S307 (our own source)
-            fields[name] = (annotation, p.default)
-        options_model = pydantic.create_model(
-            f"{self.arch}_options", __config__=ConfigDict(extra="forbid", strict=True), **fields
-        )
-        try:
-            options_model(**self.options)
-        except pydantic.ValidationError as exc:
-            problems = "; ".join(
-                f"options.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
-            )
-            raise ValueError(problems) from None
-        return self
+
+# One model variant: a registered architecture and its builder options, validated
+# against the builder's signature (unknown options and wrong types are errors).
+ModelSpec = Annotated[
+    Union[tuple(_spec_model(a) for a in ARCHITECTURES.values())],  # noqa: UP007
+    Field(discriminator="arch"),
+]
+
+
+def variant_options(spec) -> dict[str, Any]:
+    """All builder options of a variant, defaults filled in."""
+    return spec.options.model_dump()
 
 
 class MlflowSettings(Strict):
@@ -95,7 +99,10 @@ class Params(Strict):
 def _format(exc: pydantic.ValidationError, source: str) -> str:
     lines = []
     for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        loc = list(error["loc"])
+        if len(loc) > 2 and loc[0] == "models" and loc[2] in ARCHITECTURES:
+            del loc[2]  # the union's tag: the architecture, already given by the "arch" key
+        key = ".".join(str(part) for part in loc) or "(top level)"
         message = error["msg"].removeprefix("Value error, ")
         got = error.get("input")
         shown = "" if isinstance(got, dict) or error["type"] == "missing" else f" (got {got!r})"

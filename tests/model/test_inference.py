@@ -1,0 +1,88 @@
+"""The inference helper and .keras round trips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model import build_model, enhance, psnr_metric, ssim_metric, mae_metric, get_loss, reflect_pad
+import keras
+
+SMALL = {
+    "mirnet": dict(num_rrg=1, num_mrb=1, channels=16),
+    "mirnet_nonlocal": dict(num_rrg=1, num_mrb=1, channels=16, non_local=True, skff_softmax="streams"),
+    "mirnet_v2": dict(channels=16, num_rrg=2, num_mrb=1),
+    "cnn": dict(channels=8, depth=2),
+}
+
+
+def small_model(key):
+    arch = "mirnet" if key.startswith("mirnet_nonlocal") else key
+    return build_model(arch, **SMALL[key])
+
+
+def test_reflect_pad_mirrors_the_bottom_and_right_edges():
+    image = np.arange(5 * 6, dtype=np.float32).reshape(1, 5, 6, 1)
+    padded = reflect_pad(image, 4)
+    assert padded.shape == (1, 8, 8, 1)
+    np.testing.assert_array_equal(padded[:, :5, :6], image)
+    np.testing.assert_array_equal(padded[0, 5:, :6, 0], image[0, [3, 2, 1], :, 0])
+    np.testing.assert_array_equal(padded[0, :5, 6:, 0], image[0, :, [4, 3], 0].T)
+    one = reflect_pad(np.full((1, 1, 1, 3), 0.25, np.float32), 4)
+    assert one.shape == (1, 4, 4, 3) and np.all(one == 0.25)
+
+
+@pytest.mark.parametrize("key", ["mirnet", "mirnet_v2", "cnn"])
+@pytest.mark.parametrize("height, width", [(337, 601), (1, 1), (13, 7)])
+def test_output_shape_equals_input_shape_for_any_size(key, height, width):
+    model = small_model(key)
+    image = np.random.default_rng(0).random((height, width, 3), dtype=np.float32)
+    out = enhance(model, image)
+    assert out.shape == (height, width, 3)
+    assert out.dtype == np.float32
+    assert 0.0 <= out.min() and out.max() <= 1.0
+
+
+def test_padding_does_not_change_the_pixels_a_padded_model_sees():
+    """A pure per-pixel model must return exactly its input region, padding or not."""
+    model = build_model("cnn", channels=4, depth=1)
+    image = np.random.default_rng(1).random((10, 14, 3), dtype=np.float32)
+    full = enhance(model, image, multiple=1)
+    padded = enhance(model, image, multiple=8)
+    # a 3x3 convolution stack sees 2 pixels beyond each edge: compare the interior
+    np.testing.assert_allclose(padded[:-2, :-2], full[:-2, :-2], atol=1e-6)
+
+
+def test_batches_give_the_same_result_as_single_images():
+    model = small_model("mirnet")
+    images = np.random.default_rng(2).random((3, 20, 24, 3), dtype=np.float32)
+    together = enhance(model, images, batch_size=3)
+    alone = np.stack([enhance(model, im) for im in images])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_unregistered_model_needs_an_explicit_multiple():
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(3, 1)(inputs), name="mine")
+    with pytest.raises(ValueError, match="'mine' is not a registered architecture"):
+        enhance(model, np.zeros((4, 4, 3), np.float32))
+    assert enhance(model, np.zeros((5, 5, 3), np.float32), multiple=2).shape == (5, 5, 3)
+
+
+@pytest.mark.parametrize("key", sorted(SMALL))
+def test_keras_round_trip_gives_identical_outputs(key, tmp_path):
+    model = small_model(key)
+    rng = np.random.default_rng(3)
+    # perturb every weight so that zero-initialised parts take part too
+    model.set_weights([w + rng.normal(0, 0.05, w.shape).astype(w.dtype) for w in model.get_weights()])
+    model.compile(optimizer="adam", loss=get_loss("charbonnier"), metrics=[psnr_metric, ssim_metric, mae_metric])
+    path = tmp_path / f"{key}.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    image = rng.random((1, 24, 28, 3), dtype=np.float32)
+    np.testing.assert_array_equal(
+        np.asarray(model(image, training=False)), np.asarray(loaded(image, training=False))
+    )
+    assert loaded.name == model.name
+    assert loaded.count_params() == model.count_params()
+    assert loaded.loss.__name__ == "charbonnier"

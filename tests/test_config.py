@@ -1,0 +1,63 @@
+"""params.yaml parsing: typed, validated, errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tasks.config import ConfigError, load_params, parse_params, variant_options
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def checked_in():
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_the_checked_in_params_file_is_valid():
+    params = load_params(ROOT / "params.yaml")
+    assert params.models["mirnet"].arch == "mirnet"
+    assert variant_options(params.models["mirnet"]) == {
+        "num_rrg": 3, "num_mrb": 2, "channels": 64, "skff_softmax": "channels", "non_local": False,
+    }
+    assert params.models["cnn256"].options.channels == 256
+    assert params.models["cnn256"].options.depth == 6  # the builder's default
+    assert params.mlflow.tracking_uri.startswith("sqlite:///")
+
+
+@pytest.mark.parametrize(
+    "change, key, fragment",
+    [
+        (lambda d: d["models"]["mirnet"]["options"].update(channels="sixty-four"),
+         "models.mirnet.options.channels", "valid integer"),
+        (lambda d: d["models"]["mirnet"]["options"].update(chanels=64),
+         "models.mirnet.options.chanels", "Extra inputs are not permitted"),
+        (lambda d: d["models"]["cnn128"].update(arch="cnn3"),
+         "models.cnn128", "'cnn3' found using 'arch' does not match any of the expected tags"),
+        (lambda d: d["summary"].update(height=-8),
+         "summary.height", "greater than 0"),
+        (lambda d: d["mlflow"].update(tracking_url="x"),
+         "mlflow.tracking_url", "Extra inputs are not permitted"),
+        (lambda d: d.update(seed="abc"), "seed", "valid integer"),
+    ],
+)
+def test_a_bad_value_fails_with_a_message_naming_the_key(change, key, fragment):
+    data = checked_in()
+    change(data)
+    with pytest.raises(ConfigError) as info:
+        parse_params(data)
+    message = str(info.value)
+    assert f"params.yaml: {key}:" in message
+    assert fragment in message
+
+
+def test_bad_files_are_named(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match="nope.yaml: file not found"):
+        load_params(missing)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("models: [unclosed\n")
+    with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
+        load_params(broken)

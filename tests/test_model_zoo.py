@@ -1,0 +1,49 @@
+"""The one-screen summary command and the model-zoo flow."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tasks.config import load_params, parse_params
+from tasks.model_zoo import main
+
+
+def test_summary_command_prints_one_screen(capsys):
+    assert main(["cnn", "channels=256"]) == 0
+    text = capsys.readouterr().out
+    assert "parameters     2,964,483" in text
+    assert "GMACs / MP     2,962.9" in text
+    assert len(text.splitlines()) <= 24
+
+
+def test_summary_command_json_and_bad_option(capsys):
+    assert main(["mirnet", "num_rrg=1", "num_mrb=1", "channels=16", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["options"]["num_rrg"] == 1 and info["options"]["skff_softmax"] == "channels"
+    assert info["size_multiple"] == 4
+    with pytest.raises(SystemExit):
+        main(["mirnet", "chanels=3"])
+    assert "chanels" in capsys.readouterr().err
+
+
+def test_model_zoo_flow_writes_metrics(prefect_server, tmp_path):
+    from flows.model_zoo import model_zoo
+
+    params = parse_params(
+        {
+            "models": {
+                "cnn128": {"arch": "cnn", "options": {"channels": 128}},
+                "tiny": {"arch": "mirnet", "options": {"num_rrg": 1, "num_mrb": 1, "channels": 8}},
+            },
+            "summary": {"height": 64, "width": 64, "output_dir": str(tmp_path / "zoo")},
+        }
+    )
+    metrics = model_zoo(params)
+    written = json.loads((tmp_path / "zoo" / "summary.json").read_text())
+    assert written == metrics
+    assert written["cnn128"]["parameters"] == 744_963
+    assert written["cnn128"]["gmacs_per_megapixel"] == pytest.approx(744.192)
+    assert "| cnn128 | cnn |" in (tmp_path / "zoo" / "summary.md").read_text()
+    assert load_params().models  # the checked-in file still parses
