@@ -82,9 +82,68 @@ class SummarySettings(Strict):
     output_dir: str = "reports/model_zoo"
 
 
+class Source(Strict):
+    """Where a dataset comes from: ``sample`` (the offline sample), an http(s)
+    URL, an ``s3://bucket/key`` URI, or a local archive or folder."""
+
+    source: str = "sample"
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    endpoint_url: str | None = None  # S3-compatible stores
+
+
+class Tid2013Settings(Source):
+    # reference numbers per split, as inclusive [first, last] ranges
+    splits: dict[str, tuple[int, int]] = {"train": (1, 15), "validation": (21, 25), "test": (16, 20)}
+    levels: list[Annotated[int, Field(ge=1, le=5)]] = [5]
+    types: list[Annotated[int, Field(ge=1, le=24)]] | Literal["all"] = "all"
+
+    @field_validator("splits")
+    @classmethod
+    def _disjoint(cls, splits):
+        seen: dict[int, str] = {}
+        for name, (first, last) in splits.items():
+            if not 1 <= first <= last <= 25:
+                raise ValueError(f"{name}: expected 1 <= first <= last <= 25, got [{first}, {last}]")
+            for n in range(first, last + 1):
+                if n in seen:
+                    raise ValueError(f"reference {n} is in both {seen[n]!r} and {name!r}")
+                seen[n] = name
+        return splits
+
+    def split_references(self) -> dict[str, list[int]]:
+        return {name: list(range(a, b + 1)) for name, (a, b) in self.splits.items()}
+
+    def type_numbers(self) -> list[int]:
+        return list(range(1, 25)) if self.types == "all" else list(self.types)
+
+
+class LolSettings(Source):
+    train_count: int = Field(300, ge=1)  # the first N of our485 (sorted by name) train
+
+
+class DataSettings(Strict):
+    sample_seed: int = 0
+    raw_dir: str = "data/raw"
+    prepared_dir: str = "data/prepared"
+    shards_dir: str = "data/shards"
+    downloads_dir: str = "data/downloads"
+    tid2013: Tid2013Settings = Tid2013Settings()
+    lol: LolSettings = LolSettings()
+
+
+class ShardSettings(Strict):
+    crop_size: int = Field(128, ge=8)
+    crops_per_pair: int = Field(8, ge=1)
+    encoding: Literal["raw", "png"] = "raw"
+    seed: int = 0
+    target_shard_mb: float = Field(150, gt=0)
+
+
 class Params(Strict):
     seed: int = 42
     mlflow: MlflowSettings = MlflowSettings()
+    data: DataSettings = DataSettings()
+    shards: ShardSettings = ShardSettings()
     models: dict[str, ModelSpec]
     summary: SummarySettings = SummarySettings()
 

@@ -1,0 +1,42 @@
+"""Flow: TFRecord shards ``data/shards/<name>/<split>/`` from the pairs manifests:
+random crops of the train split (``train``), whole images of every split
+(``train_full``, ``validation``, ``test``).
+
+    python -m flows.build_shards
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from prefect import flow
+from prefect.artifacts import create_table_artifact
+
+from tasks.config import Params, load_params
+from tasks.datasets import DATASETS, SPLIT_KINDS, shard_task
+
+
+@flow(name="build-shards", log_prints=True)
+def build_shards(names: list[str], params: Params | None = None) -> dict:
+    params = params or load_params()
+    data = params.data
+    summary = {}
+    for name in names:
+        manifest = str(Path(data.prepared_dir) / f"{name}.parquet")
+        for split in SPLIT_KINDS:
+            out = Path(data.shards_dir) / name / split
+            result = shard_task(manifest, str(out), split, params.shards)
+            summary[f"{name}/{split}"] = result
+    rows = [
+        {"set": key, "kind": m["kind"], "records": m["records"], "shards": len(m["shards"]),
+         "MB": round(sum(s["bytes"] for s in m["shards"]) / 2**20, 1)}
+        for key, m in summary.items()
+    ]
+    create_table_artifact(rows, key="shard-sets", description="TFRecord shard sets")
+    print(rows)
+    return summary
+
+
+if __name__ == "__main__":
+    build_shards(sys.argv[1:] or list(DATASETS))

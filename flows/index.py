@@ -1,0 +1,33 @@
+"""Flow: index fetched datasets into pairs manifests ``data/prepared/<name>.parquet``
+(input, target, image id, distortion type and name, level, MOS, split).
+
+    python -m flows.index
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pandas as pd
+from prefect import flow
+from prefect.artifacts import create_table_artifact
+
+from tasks.config import DataSettings, load_params
+from tasks.datasets import DATASETS, index_task
+
+
+@flow(name="index", log_prints=True)
+def index(names: list[str], settings: DataSettings | None = None) -> dict[str, str]:
+    settings = settings or load_params().data
+    paths = {name: index_task(name, settings) for name in names}
+    counts = [
+        {"dataset": name, **pd.read_parquet(path).split.value_counts().to_dict()}
+        for name, path in paths.items()
+    ]
+    create_table_artifact(counts, key="pairs-per-split", description="Pairs per split")
+    print(counts)
+    return paths
+
+
+if __name__ == "__main__":
+    index(sys.argv[1:] or list(DATASETS))

@@ -1,0 +1,101 @@
+"""The datasets the pipeline knows, as one table: how to validate each, how to
+make its offline sample, how to index it into a pairs manifest. Plus the
+Prefect task wrappers the data flows call."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+from prefect import task
+
+from tasks import lol, sample, tid2013
+from tasks.config import DataSettings, ShardSettings
+from tasks.fetch import fetch_dataset
+from tasks.shards import file_sha256, write_shards
+from tasks.storage import atomic_write_bytes
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    validate: Callable[[Path], Path]
+    make_sample: Callable[[Path, int], object]
+    index: Callable[[Path, DataSettings], pd.DataFrame]
+
+
+DATASETS = {
+    "tid2013": Dataset(
+        "tid2013",
+        tid2013.validate,
+        lambda folder, seed: sample.write_tid2013_sample(folder, seed=seed),
+        lambda root, s: tid2013.manifest(
+            root, s.tid2013.split_references(), s.tid2013.levels, s.tid2013.type_numbers()
+        ),
+    ),
+    "lol": Dataset(
+        "lol",
+        lol.validate,
+        lambda folder, seed: sample.write_lol_sample(folder, seed=seed),
+        lambda root, s: lol.manifest(root, s.lol.train_count),
+    ),
+}
+
+
+def get_dataset(name: str) -> Dataset:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}") from None
+
+
+@task(name="fetch-dataset", retries=0)
+def fetch_task(name: str, settings: DataSettings) -> str:
+    """``data/raw/<name>`` from the configured source, validated, whole."""
+    dataset = get_dataset(name)
+    source = getattr(settings, name)
+    out = fetch_dataset(
+        source.source,
+        Path(settings.raw_dir) / name,
+        validate=dataset.validate,
+        make_sample=functools.partial(dataset.make_sample, seed=settings.sample_seed),
+        sha256=source.sha256,
+        downloads=settings.downloads_dir,
+        endpoint_url=source.endpoint_url,
+    )
+    return str(out)
+
+
+@task(name="index-dataset")
+def index_task(name: str, settings: DataSettings) -> str:
+    """``data/prepared/<name>.parquet``: one row per (input, target) pair."""
+    frame = get_dataset(name).index(Path(settings.raw_dir) / name, settings)
+    path = Path(settings.prepared_dir) / f"{name}.parquet"
+    atomic_write_bytes(path, frame.to_parquet(index=False))
+    return str(path)
+
+
+SPLIT_KINDS = {"train": "crops", "train_full": "full", "validation": "full", "test": "full"}
+
+
+@task(name="build-shard-set")
+def shard_task(manifest_path: str, out_dir: str, split: str, settings: ShardSettings) -> dict:
+    """One shard set: crops of the train split, or whole images (``train_full``,
+    ``validation``, ``test``)."""
+    pairs = pd.read_parquet(manifest_path)
+    source_split = "train" if split == "train_full" else split
+    return write_shards(
+        pairs[pairs.split == source_split].reset_index(drop=True),
+        out_dir,
+        split=split,
+        kind=SPLIT_KINDS[split],
+        crop_size=settings.crop_size,
+        crops_per_pair=settings.crops_per_pair,
+        seed=settings.seed,
+        encoding=settings.encoding,
+        target_shard_bytes=int(settings.target_shard_mb * 2**20),
+        source_manifest_sha256=file_sha256(manifest_path),
+    )
