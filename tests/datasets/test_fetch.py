@@ -213,3 +213,20 @@ def test_bad_lol_datasets_name_the_file_and_leave_nothing(tmp_path, change, mess
         fetch_dataset(str(archive), tmp_path / "raw", validate=lol.validate, make_sample=None,
                       lock_path=tmp_path / "lock.json", progress=False)
     assert not (tmp_path / "raw").exists()
+
+
+def test_an_s3_archive_is_fetched_from_an_s3_compatible_server(s3_bucket, tmp_path):
+    endpoint, bucket, client = s3_bucket
+    archive = make_targz(tmp_path / "set.tar.gz")
+    client.upload_file(str(archive), bucket, "datasets/set.tar.gz")
+    uri = f"s3://{bucket}/datasets/set.tar.gz"
+    lock = tmp_path / "lock.json"
+    fetch_dataset(uri, tmp_path / "raw", validate=lambda p: p, make_sample=None, endpoint_url=endpoint,
+                  downloads=tmp_path / "dl", lock_path=lock, progress=False)
+    assert_extracted(tmp_path / "raw")
+    assert json.loads(lock.read_text()) == {uri: sha(archive.read_bytes())}
+    with pytest.raises(FetchError, match=rf"s3://{bucket}/datasets/none.zip: download failed"):
+        fetch_dataset(f"s3://{bucket}/datasets/none.zip", tmp_path / "raw2", validate=lambda p: p,
+                      make_sample=None, endpoint_url=endpoint, downloads=tmp_path / "dl",
+                      lock_path=lock, progress=False)
+    assert not (tmp_path / "raw2").exists()
