@@ -1,5 +1,6 @@
-"""Flow: TFRecord shards ``data/shards/<name>/<split>/`` from the pairs manifests:
-random crops of the train split (``train``), whole images of every split
+"""Flow: TFRecord shards ``data/shards/<name>/<set>/`` from the pairs manifests:
+random crops of the train split (``train``), one crop per validation pair
+(``validation_crops``, for per-epoch validation), whole images of every split
 (``train_full``, ``validation``, ``test``).
 
     python -m flows.build_shards
@@ -14,7 +15,7 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from tasks.config import Params, load_params
-from tasks.datasets import DATASETS, SPLIT_KINDS, shard_task
+from tasks.datasets import DATASETS, SHARD_SETS, shard_task
 
 
 @flow(name="build-shards", log_prints=True)
@@ -24,10 +25,9 @@ def build_shards(names: list[str], params: Params | None = None) -> dict:
     summary = {}
     for name in names:
         manifest = str(Path(data.prepared_dir) / f"{name}.parquet")
-        for split in SPLIT_KINDS:
-            out = Path(data.shards_dir) / name / split
-            result = shard_task(manifest, str(out), split, params.shards)
-            summary[f"{name}/{split}"] = result
+        for shard_set in SHARD_SETS:
+            out = Path(data.shards_dir) / name / shard_set
+            summary[f"{name}/{shard_set}"] = shard_task(manifest, str(out), shard_set, params.shards)
     rows = [
         {"set": key, "kind": m["kind"], "records": m["records"], "shards": len(m["shards"]),
          "MB": round(sum(s["bytes"] for s in m["shards"]) / 2**20, 1)}

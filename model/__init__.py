@@ -7,11 +7,12 @@ from model.attention import ChannelPooling, NonLocalBlock, StreamSoftmax
 from model.inference import enhance, reflect_pad
 from model.losses import LOSSES, charbonnier, get_loss
 from model.metrics import mae, mae_metric, psnr, psnr_metric, ssim, ssim_metric
-from model.mirnet_v2 import ContextBlock, ResidualContextBlock, SelectiveKernelFusion
+from model.mirnet_v2 import BilinearUpSampling2D, ContextBlock, ResidualContextBlock, SelectiveKernelFusion
 from model.registry import ARCHITECTURES, build_model, get_architecture, size_multiple
 
 __all__ = [
     "ARCHITECTURES",
+    "BilinearUpSampling2D",
     "ChannelPooling",
     "ContextBlock",
     "LOSSES",

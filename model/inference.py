@@ -51,7 +51,9 @@ def enhance(model, images, *, multiple: int | None = None, batch_size: int = 1, 
     outputs = []
     for start in range(0, len(padded), batch_size):
         batch = padded[start : start + batch_size]
-        outputs.append(np.asarray(model(batch, training=False), dtype=np.float32))
+        # predict_on_batch runs the backend's compiled predict step: far faster
+        # than calling the model eagerly layer by layer
+        outputs.append(np.asarray(model.predict_on_batch(batch), dtype=np.float32))
     result = np.concatenate(outputs, axis=0)[:, :height, :width, :]
     if clip:
         result = np.clip(result, 0.0, 1.0)

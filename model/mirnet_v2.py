@@ -144,6 +144,39 @@ class SelectiveKernelFusion(layers.Layer):
         }
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BilinearUpSampling2D(layers.Layer):
+    """x2 bilinear up-sampling with half-pixel centres and clamped edges, the
+    same values as PyTorch's ``Upsample(scale_factor=2, mode="bilinear",
+    align_corners=False)``: each output pixel is 3/4 of its nearest input
+    pixel plus 1/4 of the next one towards it. Written with ``keras.ops`` so
+    that it works for unknown heights and widths in every backend."""
+
+    @staticmethod
+    def _double(x, axis):
+        size = ops.shape(x)[axis]
+        first = ops.take(x, ops.convert_to_tensor([0]), axis=axis)
+        last = ops.take(x, ops.convert_to_tensor([-1]), axis=axis)
+        padded = ops.concatenate([first, x, last], axis=axis)
+        index = ops.arange(size)
+        before = ops.take(padded, index, axis=axis)
+        centre = ops.take(padded, index + 1, axis=axis)
+        after = ops.take(padded, index + 2, axis=axis)
+        even = 0.25 * before + 0.75 * centre
+        odd = 0.75 * centre + 0.25 * after
+        stacked = ops.stack([even, odd], axis=axis + 1)
+        shape = list(ops.shape(x))
+        shape[axis] = size * 2
+        return ops.reshape(stacked, shape)
+
+    def call(self, x):
+        return self._double(self._double(x, 1), 2)
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        return (b, None if h is None else 2 * h, None if w is None else 2 * w, c)
+
+
 def _scaled(channels, factor, power):
     return int(channels * factor**power)
 
@@ -157,7 +190,7 @@ def down_sample(x, chan_factor):
 def up_sample(x, chan_factor):
     """1x1 conv to C / factor, x2 bilinear up-sampling."""
     x = layers.Conv2D(int(x.shape[-1] // chan_factor), 1, use_bias=False)(x)
-    return layers.UpSampling2D(interpolation="bilinear")(x)
+    return BilinearUpSampling2D()(x)
 
 
 def multi_scale_residual_block(x, chan_factor, groups):

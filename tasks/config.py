@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, Union
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from model import ARCHITECTURES
 
@@ -139,12 +139,66 @@ class ShardSettings(Strict):
     target_shard_mb: float = Field(150, gt=0)
 
 
+class TrainSettings(Strict):
+    """Training defaults for every variant (a variant may override any of them)."""
+
+    learning_rate: float = Field(1e-4, gt=0)
+    batch_size: int = Field(4, ge=1)  # per replica; scaled by the number of GPUs
+    epochs: int = Field(50, ge=1)
+    steps_per_epoch: int | None = Field(None, ge=1)  # None: one pass over the shard set
+    validation_steps: int | None = Field(None, ge=1)  # None: the whole validation set
+    schedule: Literal["none", "plateau", "cosine"] = "plateau"
+    plateau_factor: float = Field(0.5, gt=0, lt=1)
+    plateau_patience: int = Field(5, ge=1)
+    min_learning_rate: float = Field(1e-6, ge=0)
+    loss: Literal["mse", "mae", "charbonnier"] = "mse"
+    clip_norm: float | None = Field(None, gt=0)
+    early_stopping_patience: int | None = Field(None, ge=1)
+    mixed_precision: Literal["auto", "on", "off"] = "auto"  # auto: on GPUs only
+    xla: Literal["auto", "on", "off"] = "auto"  # auto: on GPUs only
+    grid_images: int = Field(4, ge=1)
+    seed: int = 42
+
+
+class Variant(Strict):
+    """One experiment: a model from ``models``, the dataset it trains on, crops
+    or whole images, training overrides, and the datasets it is evaluated on."""
+
+    model: str
+    dataset: Literal["tid2013", "lol"] = "tid2013"
+    input: Literal["crops", "full"] = "crops"
+    train: dict[str, Any] = Field(default_factory=dict)
+    evaluate_on: list[Literal["tid2013", "lol"]] | None = None  # default: its own dataset
+
+
+class EvaluateSettings(Strict):
+    splits: list[Literal["validation", "test"]] = ["validation", "test"]
+    max_images: int | None = Field(None, ge=1)  # per split; None: all
+    output_dir: str = "reports"
+    # PSNR the research reported per variant, as [low, high] on its own scale
+    # (Keras example: max_val=255 on [0, 1] images, i.e. +48.13 dB)
+    research_psnr: dict[str, tuple[float, float]] = Field(default_factory=dict)
+
+
+class RetrainSettings(Strict):
+    variant: str = "mirnet"
+    margin_db: float = Field(0.1, ge=0)  # a candidate must beat the champion by this much
+    cron: str = "0 3 * * 1"  # Mondays 03:00
+    work_pool: str = "default"
+    gpu_work_pool: str = "gpu"
+
+
 class Params(Strict):
+    profile: str = "research"
     seed: int = 42
     mlflow: MlflowSettings = MlflowSettings()
     data: DataSettings = DataSettings()
     shards: ShardSettings = ShardSettings()
     models: dict[str, ModelSpec]
+    train: TrainSettings = TrainSettings()
+    variants: dict[str, Variant] = Field(default_factory=dict)
+    evaluate: EvaluateSettings = EvaluateSettings()
+    retrain: RetrainSettings = RetrainSettings()
     summary: SummarySettings = SummarySettings()
 
     @field_validator("models")
@@ -153,6 +207,29 @@ class Params(Strict):
         if not value:
             raise ValueError("at least one model variant is required")
         return value
+
+    @model_validator(mode="after")
+    def _variants_are_consistent(self):
+        for name, variant in self.variants.items():
+            if variant.model not in self.models:
+                raise ValueError(
+                    f"variants.{name}.model: unknown model {variant.model!r}; "
+                    f"known: {', '.join(self.models)}"
+                )
+            try:
+                TrainSettings.model_validate({**self.train.model_dump(), **variant.train})
+            except pydantic.ValidationError as exc:
+                problems = "; ".join(
+                    f"variants.{name}.train.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+                )
+                raise ValueError(problems) from None
+        if self.variants and self.retrain.variant not in self.variants:
+            raise ValueError(f"retrain.variant: unknown variant {self.retrain.variant!r}")
+        return self
+
+    def variant_train(self, name: str) -> TrainSettings:
+        """The training settings of a variant: defaults with its overrides."""
+        return TrainSettings.model_validate({**self.train.model_dump(), **self.variants[name].train})
 
 
 def _format(exc: pydantic.ValidationError, source: str) -> str:
@@ -169,10 +246,36 @@ def _format(exc: pydantic.ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def deep_merge(base: dict, override: dict) -> dict:
+    """``base`` with ``override`` merged in, mappings recursively."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def apply_profile(data: dict, source: str = "params.yaml") -> dict:
+    """Merge ``profiles[profile]`` over the base settings. The base settings are
+    the research's; a profile (``demo``) overrides some of them."""
+    data = dict(data)
+    profiles = data.pop("profiles", None) or {}
+    profile = data.get("profile", "research")
+    if profile == "research" and "research" not in profiles:
+        return data
+    if profile not in profiles:
+        known = ", ".join(["research", *profiles]) if "research" not in profiles else ", ".join(profiles)
+        raise ConfigError(f"{source}: profile: unknown profile {profile!r}; known: {known}")
+    return deep_merge(data, profiles[profile] or {})
+
+
 def parse_params(data: dict, source: str = "params.yaml") -> Params:
-    """Validate a parsed mapping; raise ``ConfigError`` naming each bad key."""
+    """Apply the selected profile and validate; raise ``ConfigError`` naming each bad key."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    data = apply_profile(data, source)
     try:
         return Params.model_validate(data)
     except pydantic.ValidationError as exc:

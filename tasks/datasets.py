@@ -78,22 +78,28 @@ def index_task(name: str, settings: DataSettings) -> str:
     return str(path)
 
 
-SPLIT_KINDS = {"train": "crops", "train_full": "full", "validation": "full", "test": "full"}
+# shard set -> (split of the manifest, kind, crops per pair or None for the setting)
+SHARD_SETS = {
+    "train": ("train", "crops", None),  # patch training
+    "train_full": ("train", "full", 1),  # the full-image CNN
+    "validation_crops": ("validation", "crops", 1),  # per-epoch validation of patch training
+    "validation": ("validation", "full", 1),
+    "test": ("test", "full", 1),
+}
 
 
 @task(name="build-shard-set")
-def shard_task(manifest_path: str, out_dir: str, split: str, settings: ShardSettings) -> dict:
-    """One shard set: crops of the train split, or whole images (``train_full``,
-    ``validation``, ``test``)."""
+def shard_task(manifest_path: str, out_dir: str, name: str, settings: ShardSettings) -> dict:
+    """One shard set of ``SHARD_SETS``."""
     pairs = pd.read_parquet(manifest_path)
-    source_split = "train" if split == "train_full" else split
+    split, kind, crops = SHARD_SETS[name]
     return write_shards(
-        pairs[pairs.split == source_split].reset_index(drop=True),
+        pairs[pairs.split == split].reset_index(drop=True),
         out_dir,
-        split=split,
-        kind=SPLIT_KINDS[split],
+        split=name,
+        kind=kind,
         crop_size=settings.crop_size,
-        crops_per_pair=settings.crops_per_pair,
+        crops_per_pair=crops or settings.crops_per_pair,
         seed=settings.seed,
         encoding=settings.encoding,
         target_shard_bytes=int(settings.target_shard_mb * 2**20),

@@ -222,8 +222,11 @@ def parse_record(tf, serialized, encoding: str):
 
 def augment(tf, source, target, seed=None):
     """One of the 8 flips/rotations of the square's dihedral group, drawn per
-    example and applied to input and target alike."""
+    example and applied to input and target alike. Non-square images (whole
+    images) keep their shape: they draw from the 4 of those that do."""
     k = tf.random.uniform([], 0, 8, dtype=tf.int32, seed=seed)
+    square = tf.equal(tf.shape(source)[0], tf.shape(source)[1])
+    k = tf.where(square, k, k - k % 2)  # odd quarter turns would swap height and width
     source = tf.image.rot90(source, k % 4)
     target = tf.image.rot90(target, k % 4)
     flip = k >= 4

@@ -145,3 +145,10 @@ def test_validation_reader_is_deterministic_and_complete(pairs, tmp_path):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ShardError, match="manifest.json: missing"):
         make_dataset(tmp_path / "nothing", batch_size=1, training=False)
+
+
+def test_whole_images_keep_their_shape_under_augmentation(pairs, tmp_path):
+    write_shards(pairs, tmp_path / "full", split="train_full", kind="full", progress=False)
+    ds = make_dataset(tmp_path / "full", batch_size=3, training=True, seed=0)
+    for x, y in ds.take(10):
+        assert x.shape == y.shape == (3, 40, 52, 3)

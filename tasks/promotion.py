@@ -1,0 +1,85 @@
+"""The quality gate of scheduled retraining: the registered model's
+``candidate`` becomes ``champion`` only when it beats the current champion's
+validation PSNR by a margin (the first candidate is promoted). The decision is
+recorded as tags on the model version and its MLflow run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from tasks.tracking import CANDIDATE, CHAMPION
+
+
+@dataclass
+class Decision:
+    model: str
+    promoted: bool
+    reason: str
+    candidate_version: int
+    candidate_psnr: float
+    champion_version: int | None
+    champion_psnr: float | None
+    margin_db: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def markdown(self) -> str:
+        champion = "none" if self.champion_version is None else (
+            f"version {self.champion_version} ({self.champion_psnr:.3f} dB)")
+        verdict = "**promoted**" if self.promoted else "**not promoted**"
+        return (
+            f"Model `{self.model}`: candidate version {self.candidate_version} "
+            f"({self.candidate_psnr:.3f} dB validation PSNR) {verdict}.\n\n"
+            f"- champion before: {champion}\n- margin required: {self.margin_db:.3f} dB\n"
+            f"- reason: {self.reason}\n"
+        )
+
+
+def validation_psnr(client: MlflowClient, run_id: str, dataset: str) -> float:
+    """The whole-image validation PSNR of a training run (from the evaluate
+    flow), or its last per-epoch validation PSNR if it was never evaluated."""
+    metrics = client.get_run(run_id).data.metrics
+    for key in (f"eval.{dataset}.validation.output_psnr", "final_val_psnr"):
+        if key in metrics:
+            return float(metrics[key])
+    raise ValueError(f"run {run_id} has no validation PSNR (eval.{dataset}.validation.output_psnr)")
+
+
+def _alias(client: MlflowClient, model: str, alias: str):
+    try:
+        return client.get_model_version_by_alias(model, alias)
+    except MlflowException:
+        return None
+
+
+def decide_and_promote(model: str, dataset: str, margin_db: float, client: MlflowClient | None = None) -> Decision:
+    client = client or MlflowClient()
+    candidate = _alias(client, model, CANDIDATE)
+    if candidate is None:
+        raise ValueError(f"registered model {model!r} has no {CANDIDATE!r} version; train it first")
+    candidate_psnr = validation_psnr(client, candidate.run_id, dataset)
+    champion = _alias(client, model, CHAMPION)
+    champion_psnr = None if champion is None else validation_psnr(client, champion.run_id, dataset)
+    if champion is None:
+        promoted, reason = True, "first model: no champion yet"
+    elif champion.version == candidate.version:
+        promoted, reason = False, "the candidate already is the champion"
+    elif candidate_psnr >= champion_psnr + margin_db:
+        promoted, reason = True, (f"beats the champion by {candidate_psnr - champion_psnr:+.3f} dB "
+                                  f"(>= {margin_db:.3f} dB)")
+    else:
+        promoted, reason = False, (f"beats the champion by only {candidate_psnr - champion_psnr:+.3f} dB "
+                                   f"(< {margin_db:.3f} dB)")
+    if promoted:
+        client.set_registered_model_alias(model, CHAMPION, candidate.version)
+    verdict = "promoted" if promoted else "refused"
+    client.set_model_version_tag(model, candidate.version, "promotion", verdict)
+    client.set_model_version_tag(model, candidate.version, "promotion.reason", reason)
+    client.set_tag(candidate.run_id, "promotion", verdict)
+    client.set_tag(candidate.run_id, "promotion.reason", reason)
+    return Decision(model, promoted, reason, int(candidate.version), candidate_psnr,
+                    None if champion is None else int(champion.version), champion_psnr, margin_db)

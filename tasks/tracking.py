@@ -1,0 +1,125 @@
+"""MLflow for the pipeline: the embedded default is a SQLite tracking store
+(``sqlite:///mlflow.db``) with a local artifact root (``mlartifacts/``); any
+tracking server works by URI (``mlflow.tracking_uri`` in params.yaml or
+``MLFLOW_TRACKING_URI``)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from tasks.config import MlflowSettings
+
+CANDIDATE, CHAMPION = "candidate", "champion"
+
+
+def configure(settings: MlflowSettings) -> str:
+    """Point MLflow at the tracking store and the experiment; returns the experiment id."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or settings.tracking_uri
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.get_experiment_by_name(settings.experiment)
+    if experiment is not None:
+        mlflow.set_experiment(settings.experiment)
+        return experiment.experiment_id
+    location = settings.artifact_location
+    if "://" not in location:
+        location = Path(location).resolve().as_uri()
+    experiment_id = mlflow.create_experiment(settings.experiment, artifact_location=location)
+    mlflow.set_experiment(settings.experiment)
+    return experiment_id
+
+
+@contextlib.contextmanager
+def run(settings: MlflowSettings, run_name: str, run_id_file: Path, tags: dict):
+    """An MLflow run that survives a crash: its id is kept in ``run_id_file``
+    until the run completes, so a resumed training continues the same run."""
+    configure(settings)
+    run_id = run_id_file.read_text().strip() if run_id_file.exists() else None
+    if run_id is not None:
+        try:
+            MlflowClient().get_run(run_id)
+        except mlflow.exceptions.MlflowException:
+            run_id = None
+    active = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, log_system_metrics=True)
+    run_id_file.parent.mkdir(parents=True, exist_ok=True)
+    run_id_file.write_text(active.info.run_id)
+    mlflow.set_tags(tags)
+    try:
+        yield active
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    mlflow.end_run()
+    run_id_file.unlink(missing_ok=True)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
+    """Nested settings as dotted MLflow params."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)[:500]
+    return flat
+
+
+def log_params(params: dict[str, str]) -> None:
+    existing = MlflowClient().get_run(mlflow.active_run().info.run_id).data.params
+    new = {k: v for k, v in params.items() if k not in existing}  # a resumed run keeps its params
+    if new:
+        mlflow.log_params(new)
+
+
+def log_metrics(metrics: dict, step: int | None = None) -> None:
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+
+def log_epoch(row: dict) -> None:
+    if mlflow.active_run() is not None:
+        epoch = int(row["epoch"])
+        log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+
+
+def log_artifact(path: Path) -> None:
+    mlflow.log_artifact(str(path))
+
+
+def log_and_register_model(model, name: str, example) -> int:
+    """Log the model with a signature, register it as a new version of the
+    registered model ``name`` and point the alias ``candidate`` at it."""
+    from mlflow.models import infer_signature
+
+    from importlib.metadata import PackageNotFoundError, version as installed
+
+    requirements = []
+    for package in ("keras", "tensorflow-cpu", "tensorflow", "numpy"):
+        try:
+            requirements.append(f"{package}=={installed(package)}")
+        except PackageNotFoundError:
+            continue
+    signature = infer_signature(example, model.predict(example, verbose=0))
+    info = mlflow.keras.log_model(model, name="model", signature=signature, registered_model_name=name,
+                                  pip_requirements=requirements)
+    version = int(info.registered_model_version)
+    MlflowClient().set_registered_model_alias(name, CANDIDATE, version)
+    return version
+
+
+def git_commit(root: Path = Path(".")) -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest() if Path(path).exists() else ""

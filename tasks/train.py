@@ -1,0 +1,254 @@
+"""Training one variant: shards in, a fitted ``.keras`` model, its history,
+curves and sample grid out; every epoch checkpointed so that a killed run
+resumes from the last completed epoch; everything logged to MLflow.
+
+``fit_variant`` is the plain function; ``train_task`` its Prefect wrapper.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from model import build_model, enhance, get_loss, mae_metric, psnr_metric, ssim_metric
+from model.complexity import count_layers
+from tasks.config import Params, TrainSettings, variant_options
+from tasks.shards import make_dataset, read_manifest
+from tasks.storage import atomic_write_json, atomic_write_text
+from tasks import tracking
+
+
+@dataclass(frozen=True)
+class TrainPaths:
+    """Where a variant's outputs go (DVC outs) and its resumable state (not DVC)."""
+
+    model: Path
+    reports: Path
+    checkpoints: Path
+
+    @classmethod
+    def for_variant(cls, name: str, root: Path = Path(".")) -> "TrainPaths":
+        return cls(root / "models" / name, root / "reports" / name, root / "checkpoints" / name)
+
+
+def accelerator_setup(settings: TrainSettings):
+    """The distribution strategy, mixed precision and XLA for this machine.
+
+    On GPUs: ``MirroredStrategy`` over all of them, mixed float16 and XLA unless
+    switched off; on CPUs: the default strategy, float32, no XLA."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    mixed = settings.mixed_precision == "on" or (settings.mixed_precision == "auto" and bool(gpus))
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    xla = settings.xla == "on" or (settings.xla == "auto" and bool(gpus))
+    return strategy, {"gpus": len(gpus), "replicas": strategy.num_replicas_in_sync,
+                      "mixed_precision": mixed, "xla": xla}
+
+
+def cosine_schedule(settings: TrainSettings, steps_per_epoch: int):
+    return keras.optimizers.schedules.CosineDecay(
+        settings.learning_rate, decay_steps=settings.epochs * steps_per_epoch,
+        alpha=settings.min_learning_rate / settings.learning_rate,
+    )
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Per epoch: seconds, crops per second and the metrics, to MLflow and to a
+    CSV history written atomically (so a kill never leaves a torn line)."""
+
+    def __init__(self, history_path: Path, crops_per_step: int, steps_per_epoch: int):
+        super().__init__()
+        self.history_path = history_path
+        self.crops_per_step = crops_per_step
+        self.steps_per_epoch = steps_per_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+        self.train_seconds = None
+
+    def on_test_begin(self, logs=None):
+        if self.train_seconds is None:
+            self.train_seconds = time.perf_counter() - self.started
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self.started
+        train_seconds = self.train_seconds or seconds
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()},
+               "seconds": seconds,
+               "crops_per_second": self.crops_per_step * self.steps_per_epoch / train_seconds}
+        lr = self.model.optimizer.learning_rate
+        row["learning_rate"] = float(keras.ops.convert_to_numpy(lr)) if not callable(lr) else float(
+            keras.ops.convert_to_numpy(lr(self.model.optimizer.iterations)))
+        rows = read_history(self.history_path)
+        rows = [r for r in rows if int(r["epoch"]) < row["epoch"]] + [row]
+        write_history(self.history_path, rows)
+        tracking.log_epoch(row)
+
+
+def read_history(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(handle)]
+
+
+def write_history(path: Path, rows: list[dict]) -> None:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    lines = [",".join(keys)] + [",".join(f"{r.get(k, ''):.6g}" if k != "epoch" else str(int(r[k]))
+                                          for k in keys) for r in rows]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def plot_curves(rows: list[dict], path: Path, title: str) -> None:
+    """Loss and PSNR per epoch, training and validation, as the research plots them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, label in ((axes[0], "loss", "loss"), (axes[1], "psnr", "PSNR (dB, data range 1)")):
+        ax.plot(epochs, [r.get(key) for r in rows], "o-", label="train")
+        if any(f"val_{key}" in r for r in rows):
+            ax.plot(epochs, [r.get(f"val_{key}") for r in rows], "o-", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_grid(model, validation_dir: Path, path: Path, count: int, title: str) -> None:
+    """Rows of degraded input / model output / target for validation images."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from model import psnr
+
+    batch = next(iter(make_dataset(validation_dir, count, training=False)))
+    inputs, targets = batch[0].numpy(), batch[1].numpy()
+    outputs = enhance(model, inputs, batch_size=1)
+    fig, axes = plt.subplots(len(inputs), 3, figsize=(9, 2.4 * len(inputs)), squeeze=False)
+    for i in range(len(inputs)):
+        before = float(psnr(targets[i:i + 1], inputs[i:i + 1])[0])
+        after = float(psnr(targets[i:i + 1], outputs[i:i + 1])[0])
+        for j, (image, label) in enumerate(((inputs[i], f"input {before:.2f} dB"),
+                                            (outputs[i], f"output {after:.2f} dB"), (targets[i], "target"))):
+            axes[i, j].imshow(np.clip(image, 0, 1))
+            axes[i, j].set_title(label, fontsize=9)
+            axes[i, j].axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def fit_variant(name: str, params: Params, root: Path = Path("."), extra_callbacks=(), log_model: bool = True) -> dict:
+    """Train variant ``name``; resume from its checkpoint if a previous run died.
+
+    Writes ``models/<name>/model.keras``, ``reports/<name>/{metrics.json,
+    history.csv,curves.png,grid.png}``; returns the final metrics."""
+    import tensorflow as tf
+
+    variant = params.variants[name]
+    settings = params.variant_train(name)
+    spec = params.models[variant.model]
+    paths = TrainPaths.for_variant(name, root)
+    shards = root / params.data.shards_dir / variant.dataset
+    train_dir = shards / ("train" if variant.input == "crops" else "train_full")
+    validation_dir = shards / ("validation_crops" if variant.input == "crops" else "validation")
+    train_manifest = read_manifest(train_dir)
+    validation_manifest = read_manifest(validation_dir)
+
+    keras.utils.set_random_seed(settings.seed)
+    strategy, accelerator = accelerator_setup(settings)
+    global_batch = settings.batch_size * accelerator["replicas"]
+    steps = settings.steps_per_epoch or max(1, train_manifest["records"] // global_batch)
+    validation_steps = settings.validation_steps or math.ceil(validation_manifest["records"] / global_batch)
+    train_ds = make_dataset(train_dir, global_batch, training=True, seed=settings.seed)
+    validation_ds = make_dataset(validation_dir, global_batch, training=False, repeat=True)
+
+    with strategy.scope():
+        model = build_model(spec.arch, **variant_options(spec))
+        learning_rate = cosine_schedule(settings, steps) if settings.schedule == "cosine" else settings.learning_rate
+        optimizer = keras.optimizers.Adam(learning_rate=learning_rate, global_clipnorm=settings.clip_norm)
+        model.compile(optimizer=optimizer, loss=get_loss(settings.loss),
+                      metrics=[psnr_metric, ssim_metric, mae_metric], jit_compile=accelerator["xla"])
+
+    paths.checkpoints.mkdir(parents=True, exist_ok=True)
+    history_path = paths.reports / "history.csv"
+    resumed = (paths.checkpoints / "backup").exists()
+    if not resumed:
+        history_path.unlink(missing_ok=True)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(paths.checkpoints / "backup"), save_freq="epoch", delete_checkpoint=True),
+        EpochLogger(history_path, global_batch, steps),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    if settings.schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor="val_psnr", mode="max", factor=settings.plateau_factor,
+            patience=settings.plateau_patience, min_lr=settings.min_learning_rate))
+    if settings.early_stopping_patience:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_psnr", mode="max", patience=settings.early_stopping_patience, restore_best_weights=True))
+    callbacks.extend(extra_callbacks)
+
+    flat = tracking.flatten({"variant": name, "profile": params.profile, "model": spec.model_dump(),
+                             "dataset": variant.dataset, "input": variant.input, "train": settings.model_dump(),
+                             "accelerator": accelerator, "global_batch_size": global_batch,
+                             "steps_per_epoch": steps, "validation_steps": validation_steps})
+    tags = {"variant": name, "profile": params.profile, "git_commit": tracking.git_commit(root),
+            "data.train_shards_manifest_sha256": tracking.sha256_of(train_dir / "manifest.json"),
+            "data.validation_shards_manifest_sha256": tracking.sha256_of(validation_dir / "manifest.json"),
+            "data.source_manifest_sha256": train_manifest.get("source_manifest_sha256") or "",
+            "resumed": str(resumed)}
+    with tracking.run(params.mlflow, name, paths.checkpoints / "mlflow_run_id", tags) as run:
+        tracking.log_params(flat)
+        tracking.log_metrics({"parameters": model.count_params(), "layers": count_layers(model)})
+        model.fit(train_ds, epochs=settings.epochs, steps_per_epoch=steps, validation_data=validation_ds,
+                  validation_steps=validation_steps, callbacks=callbacks, verbose=2)
+
+        rows = read_history(history_path)
+        best = max(rows, key=lambda r: r.get("val_psnr", -math.inf))
+        last = rows[-1]
+        metrics = {
+            "val_psnr": last["val_psnr"], "val_ssim": last["val_ssim"], "val_mae": last["val_mae"],
+            "val_loss": last["val_loss"], "best_val_psnr": best["val_psnr"], "best_epoch": int(best["epoch"]),
+            "epochs": int(last["epoch"]), "parameters": int(model.count_params()),
+            "seconds_per_epoch": float(np.mean([r["seconds"] for r in rows])),
+            "crops_per_second": float(np.mean([r["crops_per_second"] for r in rows])),
+        }
+        paths.model.mkdir(parents=True, exist_ok=True)
+        model_file = paths.model / "model.keras"
+        tmp = model_file.with_name(".model.keras.tmp.keras")
+        model.save(tmp)
+        tmp.replace(model_file)
+        atomic_write_json(paths.reports / "metrics.json", metrics)
+        plot_curves(rows, paths.reports / "curves.png", f"{name}: loss and PSNR per epoch")
+        plot_grid(model, shards / "validation", paths.reports / "grid.png", settings.grid_images,
+                  f"{name}: input / output / target (validation)")
+        tracking.log_metrics({f"final_{k}": v for k, v in metrics.items()})
+        for artifact in ("curves.png", "grid.png", "history.csv", "metrics.json"):
+            tracking.log_artifact(paths.reports / artifact)
+        if log_model:
+            metrics["registered_version"] = tracking.log_and_register_model(
+                model, name, np.asarray(next(iter(validation_ds))[0][:1]))
+        metrics["run_id"] = run.info.run_id
+    return metrics
