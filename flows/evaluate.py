@@ -39,8 +39,8 @@ def evaluate_split_task(model_path: str, split_dir: str, max_images: int | None)
 def _log_to_training_run(params: Params, variant: str, results: dict) -> None:
     from tasks import tracking
 
-    metrics_file = Path(params.evaluate.output_dir) / variant / "metrics.json"
-    run_id = json.loads(metrics_file.read_text()).get("run_id") if metrics_file.exists() else None
+    run_file = Path(params.evaluate.output_dir) / variant / "mlflow.json"
+    run_id = json.loads(run_file.read_text()).get("run_id") if run_file.exists() else None
     if not run_id:
         return
     import mlflow

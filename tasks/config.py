@@ -72,6 +72,7 @@ class MlflowSettings(Strict):
     tracking_uri: str = "sqlite:///mlflow.db"
     artifact_location: str = "mlartifacts"
     experiment: str = "mirnet-pipeline"
+    system_metrics_interval: float = Field(10.0, gt=0)  # seconds between samples
 
 
 class SummarySettings(Strict):

@@ -40,6 +40,9 @@ def run(settings: MlflowSettings, run_name: str, run_id_file: Path, tags: dict):
     """An MLflow run that survives a crash: its id is kept in ``run_id_file``
     until the run completes, so a resumed training continues the same run."""
     configure(settings)
+    # CPU, memory, disk (and GPU) utilisation as system/* metrics
+    mlflow.set_system_metrics_sampling_interval(settings.system_metrics_interval)
+    mlflow.set_system_metrics_samples_before_logging(1)
     run_id = run_id_file.read_text().strip() if run_id_file.exists() else None
     if run_id is not None:
         try:

@@ -1,0 +1,94 @@
+"""Promotion: the first candidate is promoted, a worse or barely better one is
+refused, a clearly better one replaces the champion; the retrain flow records
+its decision and never runs twice at once."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+from filelock import FileLock
+from mlflow.tracking import MlflowClient
+
+from tasks.promotion import decide_and_promote
+
+
+@pytest.fixture
+def registry(tmp_path):
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = mlflow.create_experiment("promotion", artifact_location=(tmp_path / "art").as_uri())
+    client = MlflowClient()
+    client.create_registered_model("tiny")
+
+    def new_candidate(validation_psnr: float) -> int:
+        run = client.create_run(experiment)
+        client.log_metric(run.info.run_id, "eval.tid2013.validation.output_psnr", validation_psnr)
+        client.set_terminated(run.info.run_id)
+        version = client.create_model_version("tiny", source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+        client.set_registered_model_alias("tiny", "candidate", version.version)
+        return int(version.version)
+
+    return client, new_candidate
+
+
+def champion(client):
+    return int(client.get_model_version_by_alias("tiny", "champion").version)
+
+
+def test_first_candidate_is_promoted_then_the_margin_decides(registry):
+    client, new_candidate = registry
+    first = new_candidate(25.0)
+    decision = decide_and_promote("tiny", "tid2013", margin_db=0.1, client=client)
+    assert decision.promoted and decision.reason.startswith("first model")
+    assert champion(client) == first
+
+    barely = new_candidate(25.05)  # better, but by less than the margin
+    decision = decide_and_promote("tiny", "tid2013", margin_db=0.1, client=client)
+    assert not decision.promoted and "only +0.050 dB" in decision.reason
+    assert champion(client) == first
+    assert client.get_model_version("tiny", barely).tags["promotion"] == "refused"
+
+    worse = new_candidate(24.0)
+    assert not decide_and_promote("tiny", "tid2013", margin_db=0.1, client=client).promoted
+    assert champion(client) == first and worse != first
+
+    better = new_candidate(25.3)
+    decision = decide_and_promote("tiny", "tid2013", margin_db=0.1, client=client)
+    assert decision.promoted and decision.champion_version == first
+    assert decision.candidate_psnr - decision.champion_psnr == pytest.approx(0.3)
+    assert champion(client) == better
+    run = client.get_run(client.get_model_version("tiny", better).run_id)
+    assert run.data.tags["promotion"] == "promoted"
+
+
+def test_the_retrain_flow_records_its_decision_and_refuses_to_run_twice(tiny_project, prefect_server):
+    from prefect.client.orchestration import get_client
+
+    from flows.retrain import RetrainRunning, retrain
+    from tasks.config import load_params
+
+    params = load_params()
+    mlflow.set_tracking_uri(params.mlflow.tracking_uri)  # the project's store
+    project_client = MlflowClient()
+    experiment = mlflow.create_experiment("x", artifact_location=(tiny_project / "art").as_uri())
+    project_client.create_registered_model("tiny")
+    run = project_client.create_run(experiment)
+    project_client.log_metric(run.info.run_id, "final_val_psnr", 21.5)
+    version = project_client.create_model_version("tiny", source="x", run_id=run.info.run_id)
+    project_client.set_registered_model_alias("tiny", "candidate", version.version)
+
+    decision = retrain(params=params, pull=False, reproduce=False)
+    assert decision["promoted"] and decision["candidate_psnr"] == 21.5
+    assert project_client.get_model_version_by_alias("tiny", "champion").version == version.version
+
+    import asyncio
+
+    async def artifact():
+        async with get_client() as prefect:
+            return await prefect.read_latest_artifacts()
+
+    latest = {a.key: a for a in asyncio.run(artifact())}
+    assert "promoted" in latest["promotion-decision"].data
+
+    with FileLock(".retrain.lock"):
+        with pytest.raises(RetrainRunning, match="another retrain is running"):
+            retrain(params=params, pull=False, reproduce=False)

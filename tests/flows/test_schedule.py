@@ -1,0 +1,108 @@
+"""A real local Prefect server on 127.0.0.1 fires the cron-scheduled retrain
+deployment, and the run promotes the candidate."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import requests
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SERVE = """
+import sys
+sys.path.insert(0, {root!r})
+from prefect import serve
+from flows.deploy import retrain_deployment
+serve(retrain_deployment(cron="* * * * *", parameters={{"pull": False, "reproduce": False}}))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def test_a_cron_scheduled_retrain_fires_on_a_real_prefect_server(tiny_project, tmp_path):
+    mlflow.set_tracking_uri(f"sqlite:///{tiny_project / 'mlflow.db'}")
+    client = MlflowClient()
+    experiment = mlflow.create_experiment("tests", artifact_location=(tiny_project / "mlartifacts").as_uri())
+    client.create_registered_model("tiny")
+    run = client.create_run(experiment)
+    client.log_metric(run.info.run_id, "final_val_psnr", 20.0)
+    version = client.create_model_version("tiny", source="x", run_id=run.info.run_id)
+    client.set_registered_model_alias("tiny", "candidate", version.version)
+
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api,
+           "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5", "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+           "PYTHONPATH": str(ROOT)}
+    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                               "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=open(tmp_path / "server.log", "w"))
+    served = None
+    try:
+        wait_for(lambda: _ok(f"{api}/health"), 180, "the Prefect server")
+        served = subprocess.Popen([sys.executable, "-c", SERVE.format(root=str(ROOT))], cwd=tiny_project,
+                                  env=env, stdout=open(tmp_path / "serve.log", "w"), stderr=subprocess.STDOUT)
+        deployment = wait_for(lambda: _json("GET", f"{api}/deployments/name/retrain/scheduled-retrain"), 120,
+                              "the deployment")
+        assert deployment["schedules"][0]["schedule"]["cron"] == "* * * * *"
+        limit = deployment.get("global_concurrency_limit") or {}
+        assert limit.get("limit") == 1, deployment  # never two retrains at once
+
+        def completed_run():
+            runs = _json("POST", f"{api}/flow_runs/filter",
+                         {"deployments": {"id": {"any_": [deployment["id"]]}}}) or []
+            done = [r for r in runs if r["state_type"] == "COMPLETED"]
+            failed = [r for r in runs if r["state_type"] in ("FAILED", "CRASHED")]
+            assert not failed, (tmp_path / "serve.log").read_text()[-3000:]
+            return done[0] if done else None
+
+        run = wait_for(completed_run, 200, "a scheduled run to complete")
+        assert run["auto_scheduled"] is True  # created by the scheduler, not by hand
+        seconds = run["expected_start_time"].split("T")[1][6:8]
+        assert seconds == "00"  # on a minute boundary, as "* * * * *" says
+        assert int(client.get_model_version_by_alias("tiny", "champion").version) == int(version.version)
+    finally:
+        for process in (served, server):
+            if process is not None:
+                process.terminate()
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
+def _ok(url) -> bool:
+    try:
+        return requests.get(url, timeout=2).ok
+    except requests.RequestException:
+        return False
+
+
+def _json(method, url, body=None):
+    try:
+        response = requests.request(method, url, json=body, timeout=5)
+    except requests.RequestException:
+        return None
+    return response.json() if response.ok else None

@@ -1,0 +1,108 @@
+"""Training: outputs, MLflow tracking and registry, and resuming after a kill."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Runs training in a child process; with KILL_AT_EPOCH set, the process kills
+# itself (SIGKILL, no clean-up) in the middle of that epoch (0-based).
+TRAIN_SCRIPT = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+import keras
+from tasks.config import load_params
+from tasks.train import fit_variant
+
+class EpochWatcher(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        with open("epochs_started.txt", "a") as f:
+            f.write(f"{{epoch}}\\n")
+
+    def on_train_batch_end(self, batch, logs=None):
+        kill_at = os.environ.get("KILL_AT_EPOCH")
+        if kill_at is not None and self.epoch == int(kill_at) and batch == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+fit_variant("tiny", load_params(), extra_callbacks=[EpochWatcher()], log_model={log_model})
+"""
+
+
+def run_training(project: Path, kill_at_epoch=None, log_model=False):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("KILL_AT_EPOCH", None)
+    if kill_at_epoch is not None:
+        env["KILL_AT_EPOCH"] = str(kill_at_epoch)
+    script = TRAIN_SCRIPT.format(root=str(ROOT), log_model=log_model)
+    return subprocess.run([sys.executable, "-c", script], cwd=project, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def history(project: Path) -> list[dict]:
+    with open(project / "reports" / "tiny" / "history.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_a_killed_training_resumes_from_the_last_completed_epoch(tiny_project):
+    killed = run_training(tiny_project, kill_at_epoch=2)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert [int(r["epoch"]) for r in history(tiny_project)] == [1, 2]
+    assert not (tiny_project / "models" / "tiny" / "model.keras").exists()
+    run_id = (tiny_project / "checkpoints" / "tiny" / "mlflow_run_id").read_text()
+
+    resumed = run_training(tiny_project)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # epochs 0, 1, 2 started before the kill; the second process started at 2 again
+    assert (tiny_project / "epochs_started.txt").read_text().split() == ["0", "1", "2", "2", "3"]
+    assert [int(r["epoch"]) for r in history(tiny_project)] == [1, 2, 3, 4]
+    assert (tiny_project / "models" / "tiny" / "model.keras").exists()
+    metrics = json.loads((tiny_project / "reports" / "tiny" / "metrics.json").read_text())
+    assert metrics["epochs"] == 4
+    assert json.loads((tiny_project / "reports" / "tiny" / "mlflow.json").read_text())["run_id"] == run_id
+    # the same MLflow run carries all four epochs, and the checkpoint is gone
+    mlflow.set_tracking_uri(f"sqlite:///{tiny_project / 'mlflow.db'}")
+    steps = [m.step for m in MlflowClient().get_metric_history(run_id, "val_psnr")]
+    assert sorted(set(steps)) == [1, 2, 3, 4]
+    assert not (tiny_project / "checkpoints" / "tiny" / "backup").exists()
+    assert not (tiny_project / "checkpoints" / "tiny" / "mlflow_run_id").exists()
+
+
+def test_training_logs_everything_and_registers_a_candidate(tiny_project):
+    done = run_training(tiny_project, log_model=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    reports = tiny_project / "reports" / "tiny"
+    for name in ("metrics.json", "history.csv", "curves.png", "grid.png"):
+        assert (reports / name).stat().st_size > 0
+    metrics = json.loads((reports / "metrics.json").read_text())
+    metrics.update(json.loads((reports / "mlflow.json").read_text()))
+    assert metrics["parameters"] == (3 * 9 * 4 + 4) + (4 * 9 * 3 + 3)
+    mlflow.set_tracking_uri(f"sqlite:///{tiny_project / 'mlflow.db'}")
+    client = MlflowClient()
+    run = client.get_run(metrics["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.learning_rate"] == "0.001"
+    assert run.data.params["model.options.channels"] == "4"
+    assert run.data.tags["variant"] == "tiny" and len(run.data.tags["data.train_shards_manifest_sha256"]) == 64
+    assert run.data.metrics["parameters"] == metrics["parameters"]
+    for key in ("loss", "val_psnr", "val_ssim", "val_mae", "seconds", "crops_per_second"):
+        assert len(client.get_metric_history(run.info.run_id, key)) == 4, key
+    assert any(k.startswith("system/") for k in run.data.metrics), sorted(run.data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"curves.png", "grid.png", "history.csv", "metrics.json"} <= artifacts
+    version = client.get_model_version_by_alias("tiny", "candidate")
+    assert int(version.version) == metrics["version"] == 1
+    import model  # noqa: F401  (registers the custom layers, losses and metrics)
+
+    loaded = mlflow.keras.load_model("models:/tiny@candidate")
+    assert loaded.count_params() == metrics["parameters"]
