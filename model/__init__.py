@@ -4,7 +4,7 @@ so the same code runs under the TensorFlow, JAX and PyTorch backends."""
 
 from model import cnn, mirnet, mirnet_v2  # noqa: F401  (register the architectures)
 from model.attention import ChannelPooling, NonLocalBlock, StreamSoftmax
-from model.inference import enhance, reflect_pad
+from model.inference import enhance, enhance_tiled, reflect_pad
 from model.losses import LOSSES, charbonnier, get_loss
 from model.metrics import mae, mae_metric, psnr, psnr_metric, ssim, ssim_metric
 from model.mirnet_v2 import BilinearUpSampling2D, ContextBlock, ResidualContextBlock, SelectiveKernelFusion
@@ -23,6 +23,7 @@ __all__ = [
     "build_model",
     "charbonnier",
     "enhance",
+    "enhance_tiled",
     "get_architecture",
     "get_loss",
     "mae",

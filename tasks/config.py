@@ -189,6 +189,15 @@ class RetrainSettings(Strict):
     gpu_work_pool: str = "gpu"
 
 
+class EnhanceSettings(Strict):
+    """The batch-enhancement stage of the pipeline (a sample folder)."""
+
+    source: str = "data/raw/lol/eval15/low"
+    reference: str | None = "data/raw/lol/eval15/high"
+    destination: str = "data/enhanced/lol_eval15"
+    model: str = "models/mirnet_lol/model.keras"
+
+
 class Params(Strict):
     profile: str = "research"
     seed: int = 42
@@ -200,6 +209,7 @@ class Params(Strict):
     variants: dict[str, Variant] = Field(default_factory=dict)
     evaluate: EvaluateSettings = EvaluateSettings()
     retrain: RetrainSettings = RetrainSettings()
+    enhance: EnhanceSettings = EnhanceSettings()
     summary: SummarySettings = SummarySettings()
 
     @field_validator("models")

@@ -1,0 +1,114 @@
+"""Flow and command line: enhance every image under a folder or S3 prefix.
+
+    mirnet-enhance SOURCE DESTINATION --model models:/mirnet@champion
+    python -m flows.enhance data/raw/lol/eval15/low data/enhanced --model models/mirnet_lol/model.keras
+
+SOURCE and DESTINATION are folders or ``s3://bucket/prefix``; the model is
+``models:/<name>@<alias>``, ``models:/<name>/<version>`` or a ``.keras`` file.
+Writes the enhanced images and a metrics Parquet (``DESTINATION/metrics.parquet``
+unless ``--metrics``); exits non-zero when any image failed, listing them.
+Chunks run on Prefect's thread pool, or on an existing Dask cluster with
+``--dask-address tcp://scheduler:8786`` (``prefect-dask``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from prefect import flow, task
+from prefect.artifacts import create_table_artifact
+from tqdm.auto import tqdm
+
+from tasks.enhance import EnhanceJob, chunks, new_run_id, process_chunk, summarize, write_metrics
+from tasks.objects import open_store
+
+
+@task(name="enhance-chunk", retries=1)
+def enhance_chunk(job: EnhanceJob, infos: list, run_id: str, index: int) -> list[dict]:
+    return process_chunk(job, infos, run_id, index)
+
+
+@flow(name="enhance", log_prints=True)
+def enhance(job: EnhanceJob) -> dict:
+    infos = open_store(job.source, job.endpoint_url, job.region).list(job.include, job.exclude)
+    run_id = new_run_id()
+    futures = [enhance_chunk.submit(job, chunk, run_id, i) for i, chunk in enumerate(chunks(infos, job.chunk_size))]
+    rows = []
+    with tqdm(total=len(infos), unit="img", desc="enhance") as bar:
+        for future in futures:
+            chunk_rows = future.result()
+            rows.extend(chunk_rows)
+            bar.update(len(chunk_rows))
+    metrics = write_metrics(job, rows)
+    summary = {**summarize(rows), "metrics": metrics}
+    failures = [{"key": r["key"], "error": r["error"]} for r in rows if r["status"] == "error"]
+    create_table_artifact([summary], key="enhance-summary", description=f"{job.source} -> {job.destination}")
+    if failures:
+        create_table_artifact(failures, key="enhance-failures", description="Images that failed")
+    summary["failures"] = failures
+    print(summary)
+    return summary
+
+
+def task_runner(dask_address: str | None, workers: int):
+    if dask_address:
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(address=dask_address)
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    return ThreadPoolTaskRunner(max_workers=workers)
+
+
+def parse(argv: list[str]) -> tuple[EnhanceJob, argparse.Namespace]:
+    p = argparse.ArgumentParser(prog="mirnet-enhance", description=__doc__.split("\n\n")[0])
+    p.add_argument("source")
+    p.add_argument("destination")
+    p.add_argument("--model", required=True, help="models:/<name>@<alias>, models:/<name>/<version> or a .keras file")
+    p.add_argument("--include", action="append", default=None, help="glob of keys to take (repeatable)")
+    p.add_argument("--exclude", action="append", default=[], help="glob of keys to leave out (repeatable)")
+    p.add_argument("--format", dest="output_format", choices=["PNG", "JPEG", "WEBP", "TIFF", "BMP"], type=str.upper)
+    p.add_argument("--suffix", default="", help="added to each output name before the extension")
+    p.add_argument("--reference", help="folder or s3:// prefix of ground truth with the same keys")
+    p.add_argument("--endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000")
+    p.add_argument("--region")
+    p.add_argument("--max-pixels", type=int, default=100_000_000)
+    p.add_argument("--tile", type=int, default=512)
+    p.add_argument("--overlap", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--chunk-size", type=int, default=200)
+    p.add_argument("--workers", type=int, default=4, help="I/O threads per chunk")
+    p.add_argument("--chunk-workers", type=int, default=1, help="chunks in parallel (threads)")
+    p.add_argument("--metrics", help="where the metrics Parquet goes")
+    p.add_argument("--state-dir", help="where resume state goes")
+    p.add_argument("--dask-address", help="run chunks on this Dask scheduler")
+    args = p.parse_args(argv)
+    fields = {k: v for k, v in vars(args).items() if k not in ("chunk_workers", "dask_address", "include")}
+    fields["exclude"] = tuple(args.exclude)
+    if args.include:
+        fields["include"] = tuple(args.include)
+    job = EnhanceJob(**fields)
+    return job, args
+
+
+def demo_stage() -> int:
+    """The pipeline's enhance stage: the folder configured in params.yaml."""
+    from tasks.config import load_params
+
+    settings = load_params().enhance
+    summary = enhance(EnhanceJob(source=settings.source, destination=settings.destination,
+                                 model=settings.model, reference=settings.reference))
+    return 1 if summary["failures"] else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    job, args = parse(sys.argv[1:] if argv is None else argv)
+    summary = enhance.with_options(task_runner=task_runner(args.dask_address, args.chunk_workers))(job)
+    for failure in summary["failures"]:
+        print(f"FAILED {failure['key']}: {failure['error']}", file=sys.stderr)
+    return 1 if summary["failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(demo_stage() if sys.argv[1:] == ["--from-params"] else main())

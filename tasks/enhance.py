@@ -1,0 +1,265 @@
+"""Batch enhancement: every image under a source (folder or S3 prefix) through
+a model into a destination, with one metrics row per source object.
+
+Work is split into chunks of keys (one Prefect task each). Within a chunk,
+reading and decoding run ahead in a thread pool while the model works, images
+of one size are batched, large images go through in overlapping tiles, and
+encoding and writing run in the pool too. A bad file becomes an ``error`` row
+and the batch goes on. Each chunk's rows land in a Parquet part file after its
+outputs are written; a re-run skips keys whose output exists for the same
+source version and model (``skipped``), so a killed batch resumes without
+duplicates. The parts are merged into one metrics file at the end.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
+
+from tasks.images import EXTENSIONS, FORMATS, ImageError, decode, encode, no_reference
+from tasks.objects import UnsafeKey, check_key, open_store
+from tasks.storage import atomic_write_bytes
+
+STATUS_OK, STATUS_SKIPPED, STATUS_ERROR = "ok", "skipped", "error"
+MEASURES = ("mean_luminance", "rms_contrast", "colourfulness", "sharpness")
+COLUMNS = (["key", "status", "error", "output_key", "width", "height", "mode", "bit_depth",
+            "bytes_in", "bytes_out", "seconds", "model_uri", "model_version", "source_version"]
+           + [f"before_{m}" for m in MEASURES] + [f"after_{m}" for m in MEASURES]
+           + ["psnr", "ssim", "mae"])
+
+
+@dataclass(frozen=True)
+class EnhanceJob:
+    source: str
+    destination: str
+    model: str  # models:/<name>@<alias>, models:/<name>/<version> or a .keras path
+    include: tuple[str, ...] = ("*.png", "*.jpg", "*.jpeg", "*.webp", "*.tif", "*.tiff", "*.bmp",
+                                "*.PNG", "*.JPG", "*.JPEG", "*.WEBP", "*.TIF", "*.TIFF", "*.BMP")
+    exclude: tuple[str, ...] = ()
+    output_format: str | None = None  # PNG, JPEG, WEBP, TIFF, BMP; None: same as input
+    suffix: str = ""
+    reference: str | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
+    max_pixels: int = 100_000_000
+    tile: int = 512
+    overlap: int = 32
+    batch_size: int = 4
+    chunk_size: int = 200
+    workers: int = 4
+    metrics: str | None = None  # default: <destination>/metrics.parquet
+    state_dir: str | None = None  # default: <destination>/.enhance (local) or ./.enhance-state/<hash>
+
+    def state_path(self) -> Path:
+        if self.state_dir:
+            return Path(self.state_dir)
+        if self.destination.startswith("s3://"):
+            return Path(".enhance-state") / hashlib.sha256(self.destination.encode()).hexdigest()[:16]
+        return Path(self.destination) / ".enhance"
+
+
+@functools.lru_cache(maxsize=4)
+def load_model(uri: str):
+    """(model, version) from MLflow (``models:/...``) or a ``.keras`` file."""
+    import keras
+
+    import model as _registered  # noqa: F401  (custom layers, losses, metrics)
+
+    if uri.startswith("models:/"):
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        name, _, selector = uri.removeprefix("models:/").partition("@")
+        client = MlflowClient()
+        if selector:
+            version = client.get_model_version_by_alias(name, selector).version
+        else:
+            name, _, version = uri.removeprefix("models:/").rpartition("/")
+        return mlflow.keras.load_model(uri), f"{name}/{version}"
+    path = Path(uri)
+    if not path.is_file():
+        raise FileNotFoundError(f"{uri}: no such model file")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    return keras.saving.load_model(path), f"sha256:{digest}"
+
+
+def output_key(key: str, suffix: str, fmt: str) -> str:
+    path = PurePosixPath(key)
+    return str(path.with_name(f"{path.stem}{suffix}{FORMATS[fmt]}"))
+
+
+def _reference_scores(reference: np.ndarray, output: np.ndarray) -> dict:
+    from model import mae, psnr, ssim
+
+    if reference.shape != output.shape:
+        raise ImageError(f"reference is {reference.shape[1]}x{reference.shape[0]}, "
+                         f"output {output.shape[1]}x{output.shape[0]}")
+    r, o = reference[None], output[None]
+    small = min(reference.shape[:2]) < 11
+    return {"psnr": float(psnr(r, o)[0]), "ssim": None if small else float(ssim(r, o)[0]),
+            "mae": float(mae(r, o)[0])}
+
+
+class ChunkProcessor:
+    """Enhances one chunk of keys; safe to use from several threads."""
+
+    def __init__(self, job: EnhanceJob):
+        self.job = job
+        self.source = open_store(job.source, job.endpoint_url, job.region, job.workers * 2)
+        self.destination = open_store(job.destination, job.endpoint_url, job.region, job.workers * 2)
+        self.reference = open_store(job.reference, job.endpoint_url, job.region) if job.reference else None
+        self.model, self.model_version = load_model(job.model)
+        self.lock = threading.Lock()  # one inference at a time per model
+
+    def _infer(self, rgb: np.ndarray) -> np.ndarray:
+        from model import enhance_tiled
+
+        with self.lock:
+            return enhance_tiled(self.model, rgb, tile=self.job.tile, overlap=self.job.overlap,
+                                 batch_size=self.job.batch_size)
+
+    def _read(self, key: str):
+        """(bytes, decoded image, error, seconds spent)."""
+        started = time.perf_counter()
+        try:
+            check_key(key)
+            data = self.source.read(key)
+            return data, decode(data, key, self.job.max_pixels), None, time.perf_counter() - started
+        except (ImageError, UnsafeKey) as exc:
+            return None, None, str(exc), time.perf_counter() - started
+        except Exception as exc:  # noqa: BLE001  (storage errors: one row, not the batch)
+            return None, None, f"{type(exc).__name__}: {exc}", time.perf_counter() - started
+
+    def _finish(self, row: dict, decoded, output: np.ndarray) -> dict:
+        """Encode, write and measure; adds its own time to ``row["seconds"]``."""
+        started = time.perf_counter()
+        fmt = (self.job.output_format or decoded.format).upper()
+        out_key = output_key(row["key"], self.job.suffix, fmt)
+        encoded = encode(decoded, output, fmt)
+        self.destination.write(out_key, encoded, metadata={
+            "source-version": row["source_version"], "model": self.job.model, "model-version": self.model_version})
+        row.update(status=STATUS_OK, output_key=out_key, bytes_out=len(encoded))
+        row.update({f"before_{k}": v for k, v in no_reference(decoded.rgb).items()})
+        row.update({f"after_{k}": v for k, v in no_reference(output).items()})
+        if self.reference is not None:
+            try:
+                ref = decode(self.reference.read(row["key"]), row["key"], self.job.max_pixels)
+                row.update(_reference_scores(ref.rgb, output))
+            except Exception as exc:  # noqa: BLE001
+                row["error"] = f"reference: {exc}"
+        row["seconds"] += time.perf_counter() - started
+        return row
+
+    def run(self, infos: list, done: dict) -> list[dict]:
+        rows = []
+        todo = []
+        for info in infos:
+            base = {"key": info.key, "bytes_in": info.size, "source_version": info.version,
+                    "model_uri": self.job.model, "model_version": self.model_version}
+            previous = done.get((info.key, info.version, self.model_version))
+            if previous is not None and self.destination.exists(previous["output_key"]):
+                rows.append({**previous, "status": STATUS_SKIPPED, "seconds": 0.0})
+            else:
+                todo.append(base)
+        with ThreadPoolExecutor(self.job.workers) as pool:
+            reads = [pool.submit(self._read, b["key"]) for b in todo]
+            writes = []
+            for base, future in zip(todo, reads):
+                data, decoded, error, seconds = future.result()
+                if error is not None:
+                    rows.append({**base, "status": STATUS_ERROR, "error": error, "seconds": seconds})
+                    continue
+                row = {**base, "width": decoded.size[0], "height": decoded.size[1],
+                       "mode": decoded.mode, "bit_depth": decoded.bits}
+                started = time.perf_counter()
+                try:
+                    output = self._infer(decoded.rgb)
+                except Exception as exc:  # noqa: BLE001
+                    rows.append({**row, "status": STATUS_ERROR, "error": f"inference: {exc}"})
+                    continue
+                row["seconds"] = seconds + time.perf_counter() - started
+                writes.append((row, pool.submit(self._finish, row, decoded, output)))
+            for row, future in writes:
+                try:
+                    rows.append(future.result())
+                except Exception as exc:  # noqa: BLE001
+                    rows.append({**row, "status": STATUS_ERROR, "error": f"write: {exc}"})
+        return rows
+
+
+def frame(rows: list[dict]) -> pd.DataFrame:
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    for name in ("key", "status", "error", "output_key", "mode", "model_uri", "model_version", "source_version"):
+        table[name] = table[name].astype("string")
+    for name in ("width", "height", "bit_depth", "bytes_in", "bytes_out"):
+        table[name] = table[name].astype("Int64")
+    for name in COLUMNS:
+        if name.startswith(("before_", "after_")) or name in ("seconds", "psnr", "ssim", "mae"):
+            table[name] = table[name].astype("float64")
+    return table
+
+
+def ledger(state: Path) -> dict:
+    """(key, source version, model version) -> the row of its earlier success."""
+    done = {}
+    for part in sorted(state.glob("part-*.parquet")):
+        for row in pd.read_parquet(part).to_dict("records"):
+            if row["status"] in (STATUS_OK, STATUS_SKIPPED):
+                done[(row["key"], row["source_version"], row["model_version"])] = row
+    return done
+
+
+def process_chunk(job: EnhanceJob, infos: list, run_id: str, index: int) -> list[dict]:
+    processor = ChunkProcessor(job)
+    rows = processor.run(infos, ledger(job.state_path()))
+    atomic_write_bytes(job.state_path() / f"part-{run_id}-{index:06d}.parquet", frame(rows).to_parquet(index=False))
+    return rows
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def write_metrics(job: EnhanceJob, rows: list[dict]) -> str:
+    """The merged metrics Parquet: one row per source key."""
+    table = frame(rows).drop_duplicates("key", keep="last").sort_values("key").reset_index(drop=True)
+    data = table.to_parquet(index=False)
+    if job.metrics:
+        if job.metrics.startswith("s3://"):
+            store_uri, _, key = job.metrics.rpartition("/")
+            open_store(store_uri, job.endpoint_url, job.region).write(key, data)
+        else:
+            atomic_write_bytes(job.metrics, data)
+        return job.metrics
+    open_store(job.destination, job.endpoint_url, job.region).write("metrics.parquet", data)
+    return f"{job.destination.rstrip('/')}/metrics.parquet"
+
+
+def chunks(items: list, size: int) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def summarize(rows: list[dict]) -> dict:
+    table = frame(rows)
+    return {
+        "images": int(len(table)),
+        "ok": int((table.status == STATUS_OK).sum()),
+        "skipped": int((table.status == STATUS_SKIPPED).sum()),
+        "error": int((table.status == STATUS_ERROR).sum()),
+        "megapixels": float((table.width * table.height).fillna(0).sum() / 1e6),
+        "seconds": float(table.seconds.fillna(0).sum()),
+    }
+
+
+__all__ = ["EnhanceJob", "EXTENSIONS", "chunks", "load_model", "new_run_id", "process_chunk",
+           "summarize", "write_metrics"]

@@ -1,0 +1,123 @@
+"""Object stores for batch enhancement: a local folder or ``s3://bucket/prefix``
+behind one small interface (list, read, write whole, exists). Keys are
+``/``-separated paths relative to the root; a key that is absolute or contains
+``..`` is refused, so nothing is ever written outside the destination."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from tasks.storage import atomic_write_bytes
+
+
+class UnsafeKey(ValueError):
+    """A key that would escape the store's root."""
+
+
+def check_key(key: str) -> str:
+    path = PurePosixPath(key)
+    if key.startswith("/") or "\\" in key or ".." in path.parts or not key:
+        raise UnsafeKey(f"unsafe key {key!r}: absolute, empty or containing '..'")
+    return key
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    version: str  # ETag on S3, size and modification time locally
+
+
+def selected(key: str, include: list[str], exclude: list[str]) -> bool:
+    name_ok = not include or any(fnmatch.fnmatch(key, p) for p in include)
+    return name_ok and not any(fnmatch.fnmatch(key, p) for p in exclude)
+
+
+class LocalStore:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.uri = str(self.root)
+
+    def list(self, include=(), exclude=()) -> list[ObjectInfo]:
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"{self.root}: no such folder")
+        out = []
+        for path in sorted(self.root.rglob("*")):
+            if path.is_file() and not any(part.startswith(".") for part in path.relative_to(self.root).parts):
+                key = path.relative_to(self.root).as_posix()
+                if selected(key, list(include), list(exclude)):
+                    stat = path.stat()
+                    out.append(ObjectInfo(key, stat.st_size, f"{stat.st_size}-{stat.st_mtime_ns}"))
+        return out
+
+    def read(self, key: str) -> bytes:
+        return (self.root / key).read_bytes()
+
+    def write(self, key: str, data: bytes, metadata: dict | None = None) -> None:
+        atomic_write_bytes(self.root / check_key(key), data)
+
+    def exists(self, key: str) -> bool:
+        return (self.root / check_key(key)).is_file()
+
+
+class S3Store:
+    """``s3://bucket/prefix`` through boto3: paginated listing, whole-object puts
+    (an object appears complete or not at all), standard retries, a connection
+    pool sized to the concurrency, checksums only when required (for
+    S3-compatible stores)."""
+
+    def __init__(self, uri: str, endpoint_url: str | None = None, region: str | None = None,
+                 max_connections: int = 16):
+        import boto3
+        from botocore.config import Config
+
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        if not bucket:
+            raise ValueError(f"{uri}: expected s3://bucket/prefix")
+        self.uri, self.bucket, self.prefix = uri, bucket, prefix.strip("/")
+        self.client = boto3.client(
+            "s3", endpoint_url=endpoint_url, region_name=region,
+            config=Config(retries={"mode": "standard", "max_attempts": 8},
+                          max_pool_connections=max_connections,
+                          request_checksum_calculation="when_required",
+                          response_checksum_validation="when_required"),
+        )
+
+    def _full(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def list(self, include=(), exclude=()) -> list[ObjectInfo]:
+        out = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        start = f"{self.prefix}/" if self.prefix else ""
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=start):
+            for item in page.get("Contents", []):
+                key = item["Key"][len(start):]
+                if key and not key.endswith("/") and selected(key, list(include), list(exclude)):
+                    out.append(ObjectInfo(key, int(item["Size"]), item["ETag"].strip('"')))
+        return out
+
+    def read(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=self._full(key))["Body"].read()
+
+    def write(self, key: str, data: bytes, metadata: dict | None = None) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._full(check_key(key)), Body=data,
+                               Metadata=metadata or {})
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._full(check_key(key)))
+            return True
+        except ClientError:
+            return False
+
+
+def open_store(uri: str, endpoint_url: str | None = None, region: str | None = None, max_connections: int = 16):
+    if uri.startswith("s3://"):
+        return S3Store(uri, endpoint_url, region, max_connections)
+    return LocalStore(uri)
