@@ -60,13 +60,22 @@ def enhance(model, images, *, multiple: int | None = None, batch_size: int = 1, 
     return result[0] if single else result
 
 
-def _blend_window(size: int, overlap: int) -> np.ndarray:
-    """1 in the middle, a linear ramp over ``overlap`` pixels at each end."""
+def _blend_window(size: int, overlap: int, ramp_start: bool, ramp_end: bool) -> np.ndarray:
+    """Weights along one side of a tile. Where a neighbouring tile overlaps (the
+    ``2 * overlap`` pixels at that end), the outer ``overlap // 2`` pixels get
+    weight 0 (they saw the tile border, not the image) and the rest ramps
+    linearly to 1; the two ramps of neighbours sum to 1. Ends at the image
+    border keep weight 1."""
     window = np.ones(size, np.float32)
+    zone, margin = 2 * overlap, overlap // 2
     if overlap > 0:
-        ramp = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
-        window[:overlap] = np.minimum(window[:overlap], ramp)
-        window[-overlap:] = np.minimum(window[-overlap:], ramp[::-1])
+        ramp = np.zeros(zone, np.float32)
+        ramp[margin : zone - margin] = (np.arange(zone - 2 * margin, dtype=np.float32) + 0.5) / (zone - 2 * margin)
+        ramp[zone - margin :] = 1.0
+        if ramp_start:
+            window[:zone] = np.minimum(window[:zone], ramp)
+        if ramp_end:
+            window[-zone:] = np.minimum(window[-zone:], ramp[::-1])
     return window
 
 
@@ -81,10 +90,12 @@ def enhance_tiled(model, image, *, tile: int = 512, overlap: int = 32, multiple:
                   batch_size: int = 4, clip: bool = True) -> np.ndarray:
     """Run ``model`` on one image (H, W, C) of any size in overlapping tiles.
 
-    Tiles of ``tile`` x ``tile`` pixels (clipped to the image) overlap by
-    ``2 * overlap`` pixels; their outputs are blended with linear ramps across
-    the overlaps, so no seam shows, and memory stays bounded by the tile size
-    whatever the image size. Tiles are run ``batch_size`` at a time. An image
+    Tiles of ``tile`` x ``tile`` pixels (clipped to the image) overlap by at
+    least ``2 * overlap`` pixels; in each overlap the pixels nearest a tile's
+    border are dropped and the rest blended with linear ramps, so no seam shows
+    (a model that looks less than ``overlap // 2`` pixels around gives exactly
+    the whole-image result), and memory stays bounded by the tile size whatever
+    the image size. Tiles are run ``batch_size`` at a time. An image
     no larger than one tile is processed whole (same result as ``enhance``).
     """
     array = np.asarray(image, dtype=np.float32)
@@ -98,8 +109,6 @@ def enhance_tiled(model, image, *, tile: int = 512, overlap: int = 32, multiple:
     th, tw = min(tile, height), min(tile, width)
     step_h, step_w = max(1, th - 2 * overlap), max(1, tw - 2 * overlap)
     boxes = [(y, x) for y in _starts(height, th, step_h) for x in _starts(width, tw, step_w)]
-    weights = _blend_window(th, overlap if height > th else 0)[:, None] * \
-        _blend_window(tw, overlap if width > tw else 0)[None, :]
     total = np.zeros((height, width, channels), np.float32)
     norm = np.zeros((height, width, 1), np.float32)
     for start in range(0, len(boxes), batch_size):
@@ -107,7 +116,9 @@ def enhance_tiled(model, image, *, tile: int = 512, overlap: int = 32, multiple:
         tiles = np.stack([array[y : y + th, x : x + tw] for y, x in chunk])
         outputs = enhance(model, tiles, multiple=multiple, batch_size=len(chunk), clip=False)
         for (y, x), out in zip(chunk, outputs):
-            total[y : y + th, x : x + tw] += out * weights[..., None]
-            norm[y : y + th, x : x + tw] += weights[..., None]
+            weights = (_blend_window(th, overlap, y > 0, y + th < height)[:, None]
+                       * _blend_window(tw, overlap, x > 0, x + tw < width)[None, :])[..., None]
+            total[y : y + th, x : x + tw] += out * weights
+            norm[y : y + th, x : x + tw] += weights
     result = total / norm
     return np.clip(result, 0.0, 1.0) if clip else result

@@ -94,7 +94,7 @@ def encode(decoded: Decoded, rgb: np.ndarray, fmt: str | None = None, quality: i
     rgb = np.clip(rgb, 0.0, 1.0)
     if decoded.bits == 16 and decoded.grayscale:
         grey = np.rint(rgb.mean(axis=2) * 65535.0).astype(np.uint16)
-        image = Image.fromarray(grey, mode="I;16")
+        image = Image.fromarray(grey)  # uint16 -> mode "I;16"
     else:
         pixels = np.rint(rgb * 255.0).astype(np.uint8)
         image = Image.fromarray(pixels, mode="RGB")
