@@ -59,7 +59,7 @@ def test_the_demo_dag_runs_offline_and_dvc_tracks_it(tmp_path):
 
     first = run(dvc + ["repro"], repo, env)
     stages = ["fetch@tid2013", "fetch@lol", "index", "shards", *[f"train@{v}" for v in variants],
-              "evaluate", "model_zoo"]
+              "evaluate", "enhance", "model_zoo"]
     for stage in stages:
         assert f"Running stage '{stage}'" in first, stage
 
@@ -77,6 +77,12 @@ def test_the_demo_dag_runs_offline_and_dvc_tracks_it(tmp_path):
     assert lol["output_psnr"] > lol["input_psnr"] + 2.0, lol
     assert set(evaluation["mirnet_lol"]) == {"lol", "tid2013"}  # the cross-dataset experiment
     assert "| mirnet_lol | lol | validation |" in (repo / "reports/comparison.md").read_text()
+
+    # the last stage enhanced a sample folder and measured it against the references
+    enhanced = pd.read_parquet(repo / "data/enhanced/lol_eval15/metrics.parquet")
+    assert len(enhanced) == 15 and (enhanced.status == "ok").all()
+    assert enhanced.psnr.notna().all()
+    assert (enhanced.after_mean_luminance > enhanced.before_mean_luminance).mean() > 0.5
 
     # one finished MLflow run and a registered candidate per variant
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
