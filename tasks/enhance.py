@@ -121,12 +121,16 @@ class ChunkProcessor:
         self.model, self.model_version = load_model(job.model)
         self.lock = threading.Lock()  # one inference at a time per model
 
-    def _infer(self, rgb: np.ndarray) -> np.ndarray:
-        from model import enhance_tiled
+    def _infer_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """Images of one shape: batched whole when they fit a tile, else tiled one by one."""
+        from model import enhance, enhance_tiled
 
         with self.lock:
-            return enhance_tiled(self.model, rgb, tile=self.job.tile, overlap=self.job.overlap,
-                                 batch_size=self.job.batch_size)
+            height, width = images[0].shape[:2]
+            if height <= self.job.tile and width <= self.job.tile:
+                return list(enhance(self.model, np.stack(images), batch_size=len(images)))
+            return [enhance_tiled(self.model, image, tile=self.job.tile, overlap=self.job.overlap,
+                                  batch_size=self.job.batch_size) for image in images]
 
     def _read(self, key: str):
         """(bytes, decoded image, error, seconds spent)."""
@@ -174,6 +178,24 @@ class ChunkProcessor:
         with ThreadPoolExecutor(self.job.workers) as pool:
             reads = [pool.submit(self._read, b["key"]) for b in todo]
             writes = []
+            pending: list = []  # same-size images waiting to be batched
+
+            def flush():
+                if not pending:
+                    return
+                started = time.perf_counter()
+                try:
+                    outputs = self._infer_batch([d.rgb for _, d, _ in pending])
+                except Exception as exc:  # noqa: BLE001
+                    rows.extend({**r, "status": STATUS_ERROR, "error": f"inference: {exc}"} for r, _, _ in pending)
+                    pending.clear()
+                    return
+                share = (time.perf_counter() - started) / len(pending)
+                for (row, decoded, seconds), output in zip(pending, outputs):
+                    row["seconds"] = seconds + share
+                    writes.append((row, pool.submit(self._finish, row, decoded, output)))
+                pending.clear()
+
             for base, future in zip(todo, reads):
                 data, decoded, error, seconds = future.result()
                 if error is not None:
@@ -181,14 +203,10 @@ class ChunkProcessor:
                     continue
                 row = {**base, "width": decoded.size[0], "height": decoded.size[1],
                        "mode": decoded.mode, "bit_depth": decoded.bits}
-                started = time.perf_counter()
-                try:
-                    output = self._infer(decoded.rgb)
-                except Exception as exc:  # noqa: BLE001
-                    rows.append({**row, "status": STATUS_ERROR, "error": f"inference: {exc}"})
-                    continue
-                row["seconds"] = seconds + time.perf_counter() - started
-                writes.append((row, pool.submit(self._finish, row, decoded, output)))
+                if pending and (pending[0][1].rgb.shape != decoded.rgb.shape or len(pending) >= self.job.batch_size):
+                    flush()
+                pending.append((row, decoded, seconds))
+            flush()
             for row, future in writes:
                 try:
                     rows.append(future.result())

@@ -181,3 +181,71 @@ def test_tiled_and_whole_image_outputs_agree(model_file):
     mirnet = keras.saving.load_model(model_file)
     difference = np.abs(enhance_tiled(mirnet, image, tile=128, overlap=16) - enhance(mirnet, image))
     assert difference.mean() < 0.02
+
+
+def test_a_killed_batch_resumes_without_losing_or_duplicating(tmp_path, model_file):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    source, destination = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    for i in range(12):
+        photo(64, 48, seed=i).save(source / f"img{i:02d}.png")
+    command = [sys.executable, "-m", "flows.enhance", str(source), str(destination), "--model", model_file,
+               "--chunk-size", "2"]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    first = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = destination / ".enhance"
+    deadline = time.monotonic() + 300
+    while not list(state.glob("part-*.parquet")) and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    done_before = sum(len(pd.read_parquet(p)) for p in state.glob("part-*.parquet"))
+    assert 0 < done_before < 12  # killed mid-batch
+    assert not (destination / "metrics.parquet").exists()
+
+    second = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    table = pd.read_parquet(destination / "metrics.parquet")
+    assert sorted(table.key) == [f"img{i:02d}.png" for i in range(12)]
+    assert table.key.is_unique
+    assert set(table.status) <= {"ok", "skipped"} and (table.status == "skipped").sum() >= done_before
+    outputs = sorted(p.name for p in destination.iterdir() if p.is_file())
+    assert outputs == sorted([f"img{i:02d}.png" for i in range(12)] + ["metrics.parquet"])
+    assert not [p for p in destination.rglob("*.tmp")]
+
+
+def test_chunks_run_on_a_local_dask_cluster(tmp_path, model_file, prefect_server):
+    from distributed import Client, LocalCluster
+
+    from flows.enhance import enhance as flow
+    from flows.enhance import task_runner
+
+    source, destination = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    for i in range(6):
+        photo(64, 48, seed=i).save(source / f"img{i}.png")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster:
+        job = EnhanceJob(source=str(source), destination=str(destination), model=model_file, chunk_size=2)
+        summary = flow.with_options(task_runner=task_runner(cluster.scheduler_address, 1))(job)
+        with Client(cluster) as client:
+            # which worker processes loaded the model, i.e. ran chunks
+            loaded = client.run(_models_loaded_here)
+    assert summary["ok"] == 6
+    assert len(pd.read_parquet(destination / "metrics.parquet")) == 6
+    assert len(list((destination / ".enhance").glob("part-*.parquet"))) == 3
+    assert sum(loaded.values()) >= 1, loaded  # chunks ran in the workers' processes
+
+
+def _models_loaded_here() -> int:
+    import sys
+
+    module = sys.modules.get("tasks.enhance")
+    return 0 if module is None else module.load_model.cache_info().currsize

@@ -1,0 +1,160 @@
+"""Batch enhancement against a naive loop, and memory for one 24-megapixel photo.
+
+Throughput: the batch job's chunk processing (``tasks.enhance``: reads and
+decoding ahead in threads, same-size images batched, compiled prediction,
+encoding and writing in threads) against a naive loop (open one image, call
+``model.predict`` on the whole image, save, next), same model, same 512x384
+images, same run. Memory: peak resident memory of a child process enhancing
+one 6000x4000 photo tiled (512 px tiles) against one calling the model on the
+whole image; a child going over ``--memory-cap-gb`` is stopped and reported as
+over it. Prints a human line and a JSON line.
+
+    ./pipeline run python benchmarks/enhance_throughput.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MEMORY_CHILD = """
+import sys, time, numpy as np, keras
+sys.path.insert(0, {root!r})
+import model as zoo
+m = keras.saving.load_model({model!r})
+image = np.random.default_rng(0).random((4000, 6000, 3), dtype=np.float32)
+start = time.perf_counter()
+if {tiled}:
+    out = zoo.enhance_tiled(m, image, tile=512, overlap=32, batch_size=4)
+else:
+    out = np.clip(m.predict(image[None], verbose=0)[0], 0, 1)
+print(time.perf_counter() - start)
+"""
+
+
+def make_model(path: Path) -> str:
+    import keras
+
+    from model import build_model
+
+    keras.utils.set_random_seed(0)
+    build_model("mirnet", num_rrg=1, num_mrb=1, channels=16).save(path)
+    return str(path)
+
+
+def make_images(folder: Path, count: int) -> None:
+    from tasks.distortions import distort
+    from tasks.sample import TID_REFERENCES, tid_reference
+
+    folder.mkdir(parents=True, exist_ok=True)
+    numbers = sorted(TID_REFERENCES)
+    for i in range(count):
+        reference = tid_reference(numbers[i % len(numbers)])
+        Image.fromarray(distort(reference, 1 + i % 24, 5, seed=i)).save(folder / f"img{i:04d}.png")
+
+
+def naive_loop(model_path: str, source: Path, out: Path) -> float:
+    import keras
+
+    import model  # noqa: F401
+
+    m = keras.saving.load_model(model_path)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    for path in sorted(source.glob("*.png")):
+        image = np.asarray(Image.open(path).convert("RGB"), np.float32) / 255.0
+        result = np.clip(m.predict(image[None], verbose=0)[0], 0, 1)
+        Image.fromarray(np.rint(result * 255).astype(np.uint8)).save(out / path.name)
+    return time.perf_counter() - start
+
+
+def batch_job(model_path: str, source: Path, out: Path, batch: int) -> float:
+    from tasks.enhance import ChunkProcessor, EnhanceJob
+    from tasks.objects import open_store
+
+    job = EnhanceJob(source=str(source), destination=str(out), model=model_path, batch_size=batch,
+                     state_dir=str(out / ".state"))
+    infos = open_store(job.source).list(job.include, job.exclude)
+    processor = ChunkProcessor(job)  # loads the model, as the naive loop does before its clock
+    start = time.perf_counter()
+    rows = processor.run(infos, {})
+    elapsed = time.perf_counter() - start
+    assert all(r["status"] == "ok" for r in rows), [r for r in rows if r["status"] != "ok"][:3]
+    return elapsed
+
+
+def peak_memory(model_path: str, tiled: bool, cap_gb: float) -> tuple[float, bool, float | None]:
+    """(peak RSS in GB, whether the cap stopped it, seconds)."""
+    import psutil
+
+    child = subprocess.Popen([sys.executable, "-c", MEMORY_CHILD.format(root=str(ROOT), model=model_path,
+                                                                        tiled=tiled)],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    process, peak, capped = psutil.Process(child.pid), 0, False
+    while child.poll() is None:
+        try:
+            peak = max(peak, process.memory_info().rss)
+        except psutil.NoSuchProcess:
+            break
+        if peak > cap_gb * 2**30:
+            child.kill()
+            capped = True
+            break
+        time.sleep(0.05)
+    output = child.communicate()[0].strip()
+    seconds = float(output.splitlines()[-1]) if output and not capped else None
+    return peak / 2**30, capped, seconds
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=48)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--memory-cap-gb", type=float, default=12.0)
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args(argv)
+
+    work = Path(tempfile.mkdtemp(prefix="enhance-bench-"))
+    model_path = make_model(work / "mirnet_tiny.keras")
+    make_images(work / "in", args.images)
+    naive = naive_loop(model_path, work / "in", work / "naive")
+    batched = batch_job(model_path, work / "in", work / "batch", args.batch)
+    megapixels = args.images * 512 * 384 / 1e6
+    result = {
+        "benchmark": "enhance_throughput",
+        "model": "mirnet (1 RRG, 1 MRB, 16 channels)",
+        "images": args.images,
+        "naive_images_per_s": args.images / naive,
+        "batch_images_per_s": args.images / batched,
+        "naive_megapixels_per_s": megapixels / naive,
+        "batch_megapixels_per_s": megapixels / batched,
+        "ratio": naive / batched,
+    }
+    line = (f"{args.images} images 512x384: batch job {result['batch_images_per_s']:.2f} img/s "
+            f"({result['batch_megapixels_per_s']:.2f} MP/s) vs naive loop {result['naive_images_per_s']:.2f} img/s "
+            f"({result['naive_megapixels_per_s']:.2f} MP/s): {result['ratio']:.2f}x")
+    if not args.skip_memory:
+        tiled = peak_memory(model_path, True, args.memory_cap_gb)
+        whole = peak_memory(model_path, False, args.memory_cap_gb)
+        result.update(tiled_peak_gb=tiled[0], tiled_seconds=tiled[2], whole_peak_gb=whole[0],
+                      whole_capped=whole[1], whole_seconds=whole[2], memory_cap_gb=args.memory_cap_gb)
+        whole_text = (f"over {args.memory_cap_gb:.0f} GB (stopped)" if whole[1] else f"{whole[0]:.2f} GB")
+        line += f"; 24 MP photo peak memory: tiled {tiled[0]:.2f} GB, whole-image call {whole_text}"
+    print(line)
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
