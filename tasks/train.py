@@ -8,7 +8,6 @@ resumes from the last completed epoch; everything logged to MLflow.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -170,8 +169,6 @@ def fit_variant(name: str, params: Params, root: Path = Path("."), extra_callbac
     Writes ``models/<name>/model.keras``, ``reports/<name>/{metrics.json,
     history.csv,curves.png,grid.png,mlflow.json}``; returns the final metrics
     with the MLflow run id and registered version."""
-    import tensorflow as tf
-
     variant = params.variants[name]
     settings = params.variant_train(name)
     spec = params.models[variant.model]

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import mlflow
-import pytest
 from mlflow.tracking import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[2]
