@@ -91,7 +91,7 @@ def test_the_demo_dag_runs_offline_and_dvc_tracks_it(tmp_path):
     assert sorted(r.data.tags["variant"] for r in runs) == sorted(variants)
     assert all(r.info.status == "FINISHED" for r in runs)
     for variant in variants:
-        assert client.get_model_version_by_alias(variant, "candidate").version == "1"
+        assert int(client.get_model_version_by_alias(variant, "candidate").version) == 1
         info = json.loads((repo / "reports" / variant / "mlflow.json").read_text())
         dataset = params["variants"][variant]["dataset"]
         assert f"eval.{dataset}.validation.output_psnr" in client.get_run(info["run_id"]).data.metrics
