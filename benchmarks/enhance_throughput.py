@@ -5,8 +5,8 @@ decoding ahead in threads, same-size images batched, compiled prediction,
 encoding and writing in threads) against a naive loop (open one image, call
 ``model.predict`` on the whole image, save, next), same model, same 512x384
 images, same run. Memory: peak resident memory of a child process enhancing
-one 6000x4000 photo tiled (512 px tiles) against one calling the model on the
-whole image; a child going over ``--memory-cap-gb`` is stopped and reported as
+one 6000x4000 photo tiled as the batch job does (its default tile, overlap and
+tile batch) against one calling the model on the whole image; a child going over ``--memory-cap-gb`` is stopped and reported as
 over it. Prints a human line and a JSON line.
 
     ./pipeline run python benchmarks/enhance_throughput.py
@@ -32,11 +32,13 @@ MEMORY_CHILD = """
 import sys, time, numpy as np, keras
 sys.path.insert(0, {root!r})
 import model as zoo
-m = keras.saving.load_model({model!r})
+from tasks.enhance import EnhanceJob, load_model
+m = load_model({model!r})[0] if {tiled} else keras.saving.load_model({model!r})
+job = EnhanceJob(source="", destination="", model="")
 image = np.random.default_rng(0).random((4000, 6000, 3), dtype=np.float32)
 start = time.perf_counter()
 if {tiled}:
-    out = zoo.enhance_tiled(m, image, tile=512, overlap=32, batch_size=4)
+    out = zoo.enhance_tiled(m, image, tile=job.tile, overlap=job.overlap, batch_size=job.tile_batch_size)
 else:
     out = np.clip(m.predict(image[None], verbose=0)[0], 0, 1)
 print(time.perf_counter() - start)

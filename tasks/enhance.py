@@ -54,7 +54,8 @@ class EnhanceJob:
     max_pixels: int = 100_000_000
     tile: int = 512
     overlap: int = 32
-    batch_size: int = 4
+    batch_size: int = 4  # whole images of one size per model call
+    tile_batch_size: int = 2  # tiles per model call (bounds memory for large photos)
     chunk_size: int = 200
     workers: int = 4
     metrics: str | None = None  # default: <destination>/metrics.parquet
@@ -74,6 +75,9 @@ def load_model(uri: str):
     import keras
 
     import model as _registered  # noqa: F401  (custom layers, losses, metrics)
+    from tasks.runtime import tune_for_this_machine
+
+    tune_for_this_machine()
 
     if uri.startswith("models:/"):
         import mlflow
@@ -130,7 +134,7 @@ class ChunkProcessor:
             if height <= self.job.tile and width <= self.job.tile:
                 return list(enhance(self.model, np.stack(images), batch_size=len(images)))
             return [enhance_tiled(self.model, image, tile=self.job.tile, overlap=self.job.overlap,
-                                  batch_size=self.job.batch_size) for image in images]
+                                  batch_size=self.job.tile_batch_size) for image in images]
 
     def _read(self, key: str):
         """(bytes, decoded image, error, seconds spent)."""

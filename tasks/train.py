@@ -19,6 +19,7 @@ import numpy as np
 from model import build_model, enhance, get_loss, mae_metric, psnr_metric, ssim_metric
 from model.complexity import count_layers
 from tasks.config import Params, TrainSettings, variant_options
+from tasks.runtime import tune_for_this_machine
 from tasks.shards import make_dataset, read_manifest
 from tasks.storage import atomic_write_json, atomic_write_text
 from tasks import tracking
@@ -44,12 +45,8 @@ def accelerator_setup(settings: TrainSettings):
     switched off; on CPUs: the default strategy, float32, no XLA."""
     import tensorflow as tf
 
+    tune_for_this_machine()
     gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        # Grappler's graph rewrites pay off on accelerators; on CPUs they cost
-        # more than they save for these deep graphs (tiny MIRNet, 2 cores: first
-        # epoch 33 s -> 19 s, later epochs 3.9 s -> 2.0 s)
-        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     mixed = settings.mixed_precision == "on" or (settings.mixed_precision == "auto" and bool(gpus))
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
