@@ -12,12 +12,14 @@ from tasks.config import ConfigError, load_params, parse_params, variant_options
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def checked_in():
-    return yaml.safe_load((ROOT / "params.yaml").read_text())
+def checked_in(profile="research"):
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data["profile"] = profile
+    return data
 
 
 def test_the_checked_in_params_file_is_valid():
-    params = load_params(ROOT / "params.yaml")
+    params = parse_params(checked_in("research"))
     assert params.models["mirnet"].arch == "mirnet"
     assert variant_options(params.models["mirnet"]) == {
         "num_rrg": 3, "num_mrb": 2, "channels": 64, "skff_softmax": "channels", "non_local": False,
@@ -25,6 +27,18 @@ def test_the_checked_in_params_file_is_valid():
     assert params.models["cnn256"].options.channels == 256
     assert params.models["cnn256"].options.depth == 6  # the builder's default
     assert params.mlflow.tracking_uri.startswith("sqlite:///")
+    assert params.train.learning_rate == 1e-4 and params.train.epochs == 50
+
+
+def test_the_demo_profile_overrides_the_research_settings():
+    research, demo = parse_params(checked_in("research")), parse_params(checked_in("demo"))
+    assert load_params(ROOT / "params.yaml").profile == "demo"  # the embedded default
+    assert demo.models["mirnet"].options.channels == 16 and demo.models["mirnet"].options.num_rrg == 1
+    assert demo.train.epochs == 2 and demo.shards.crop_size == 64
+    assert demo.train.learning_rate == research.train.learning_rate  # the demo never overrides it
+    assert demo.variant_train("cnn128").batch_size == 2 and research.variant_train("cnn128").batch_size == 8
+    with pytest.raises(ConfigError, match="profile: unknown profile 'fast'"):
+        parse_params(checked_in("fast"))
 
 
 @pytest.mark.parametrize(

@@ -41,6 +41,7 @@ fit_variant("tiny", load_params(), extra_callbacks=[EpochWatcher()], log_model={
 def run_training(project: Path, kill_at_epoch=None, log_model=False):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("KILL_AT_EPOCH", None)
+    env.pop("MLFLOW_TRACKING_URI", None)  # mlflow.set_tracking_uri in other tests exports it
     if kill_at_epoch is not None:
         env["KILL_AT_EPOCH"] = str(kill_at_epoch)
     script = TRAIN_SCRIPT.format(root=str(ROOT), log_model=log_model)
