@@ -67,3 +67,14 @@ def s3_bucket(s3_server):
     name = f"test-{uuid.uuid4().hex[:12]}"
     client.create_bucket(Bucket=name)
     return s3_server, name, client
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow_uri():
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; keep one test's store
+    from leaking into the next test or its subprocesses."""
+    before = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    if before is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = before
