@@ -99,13 +99,18 @@ def test_the_demo_dag_runs_offline_and_dvc_tracks_it(tmp_path):
     second = run(dvc + ["repro"], repo, env)
     assert "Running stage" not in second
 
-    # a new learning rate invalidates the training stages only (evaluation follows their outputs)
+    # a new learning rate invalidates the training stages only; evaluation and
+    # enhancement depend on the models they write, so they follow
     edit_params(repo, lambda p: p["train"].update(learning_rate=2e-4))
     assert changed_stages(dvc, repo, env) == {f"train@{v}" for v in variants}
     dry = run(dvc + ["repro", "--dry"], repo, env)
-    assert "Running stage 'evaluate'" in dry
+    for variant in variants:
+        assert f"Running stage 'train@{variant}'" in dry
     for stage in ("fetch@tid2013", "fetch@lol", "index", "shards", "model_zoo"):
         assert f"Running stage '{stage}'" not in dry
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    assert "models" in stages["evaluate"]["deps"]
+    assert "models/mirnet_lol/model.keras" in stages["enhance"]["deps"]
     edit_params(repo, lambda p: p["train"].update(learning_rate=1e-4))
 
     # a new crop size invalidates the shards only, and re-running them leaves the rest alone
