@@ -1,13 +1,22 @@
 """Reading and writing the images of batch enhancement without losing what
 they carry: EXIF orientation is applied (and reset to 1 in the output), ICC
 profile and EXIF are kept, grayscale stays grayscale, alpha passes through
-unchanged, 16-bit grayscale stays 16-bit, palette images are converted to RGB
-(or RGBA when they have transparency), CMYK is converted to RGB; images above a
-pixel limit are refused before they are decoded."""
+unchanged, 16-bit stays 16-bit, palette images are converted to RGB (or RGBA
+when they have transparency), CMYK is converted to RGB; images above a pixel
+limit are refused before they are decoded.
+
+Pillow reads and writes everything except 16-bit images with more than one
+channel (RGB, RGBA, grey + alpha), which it would truncate to 8 bits: their
+pixels go through imagecodecs (PNG, libpng) and tifffile (TIFF), while Pillow
+still reads their header, ICC profile and EXIF; pypng puts the ICC profile and
+EXIF chunks back into such PNGs. Formats that cannot hold 16 bits (JPEG, WebP,
+BMP) get 8-bit output.
+"""
 
 from __future__ import annotations
 
 import io
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +25,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
 EXTENSIONS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF",
               ".tiff": "TIFF", ".bmp": "BMP"}
+
+
+DEEP_FORMATS = ("PNG", "TIFF")  # formats written with 16 bits per channel
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class ImageError(ValueError):
@@ -28,10 +41,10 @@ class Decoded:
 
     rgb: np.ndarray  # (H, W, 3) float32
     format: str
-    mode: str  # the source mode, e.g. "RGB", "RGBA", "L", "I;16", "P", "CMYK"
+    mode: str  # the source mode, e.g. "RGB", "RGBA", "L", "I;16", "P", "CMYK", "RGB;16"
     bits: int
     grayscale: bool
-    alpha: np.ndarray | None = None
+    alpha: np.ndarray | None = None  # uint8, or uint16 for 16-bit sources
     icc_profile: bytes | None = None
     exif: bytes | None = None
     info: dict = field(default_factory=dict)
@@ -53,6 +66,8 @@ def decode(data: bytes, name: str, max_pixels: int) -> Decoded:
     if width * height > max_pixels:
         raise ImageError(f"{width}x{height} = {width * height:,} pixels is over the limit of {max_pixels:,}")
     fmt = image.format or "PNG"
+    if _deep_colour(image, data):
+        return _decode_deep(image, data, fmt)
     try:
         image.load()
         icc = image.info.get("icc_profile")
@@ -89,10 +104,14 @@ def decode(data: bytes, name: str, max_pixels: int) -> Decoded:
 
 def encode(decoded: Decoded, rgb: np.ndarray, fmt: str | None = None, quality: int = 95) -> bytes:
     """``rgb`` (float [0, 1]) written like ``decoded``: same mode family, bit
-    depth, alpha, ICC profile and EXIF, in ``fmt`` (default: the source's)."""
+    depth (where ``fmt`` can hold it), alpha, ICC profile and EXIF, in ``fmt``
+    (default: the source's)."""
     fmt = (fmt or decoded.format).upper()
     rgb = np.clip(rgb, 0.0, 1.0)
-    if decoded.bits == 16 and decoded.grayscale:
+    deep = decoded.bits == 16 and fmt in DEEP_FORMATS
+    if deep and (decoded.alpha is not None or not decoded.grayscale):
+        return _encode_deep(decoded, rgb, fmt)
+    if deep:
         grey = np.rint(rgb.mean(axis=2) * 65535.0).astype(np.uint16)
         image = Image.fromarray(grey)  # uint16 -> mode "I;16"
     else:
@@ -101,8 +120,11 @@ def encode(decoded: Decoded, rgb: np.ndarray, fmt: str | None = None, quality: i
         if decoded.grayscale:
             image = image.convert("L")
         if decoded.alpha is not None:
+            alpha = decoded.alpha
+            if alpha.dtype == np.uint16:
+                alpha = np.rint(alpha / 257.0).astype(np.uint8)
             image = image.convert("LA" if decoded.grayscale else "RGBA")
-            image.putalpha(Image.fromarray(decoded.alpha))
+            image.putalpha(Image.fromarray(alpha))
     if fmt == "JPEG" and image.mode in ("RGBA", "LA"):
         raise ImageError("JPEG cannot hold the alpha channel; choose PNG, WebP or TIFF")
     options: dict = {}
@@ -114,6 +136,113 @@ def encode(decoded: Decoded, rgb: np.ndarray, fmt: str | None = None, quality: i
         options["quality"] = quality
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+# --- 16-bit images with more than one channel ----------------------------------
+
+def _deep_colour(image: Image.Image, data: bytes) -> bool:
+    """Whether ``image`` has 16 bits per sample and more than one sample per pixel."""
+    if image.format == "PNG":
+        # IHDR is the first chunk: bit depth at byte 24, colour type at 25 (2 RGB, 4 grey+alpha, 6 RGBA)
+        return data[:8] == PNG_SIGNATURE and data[24] == 16 and data[25] in (2, 4, 6)
+    if image.format == "TIFF":
+        bits = image.tag_v2.get(258, (1,))  # BitsPerSample
+        bits = bits if isinstance(bits, tuple) else (bits,)
+        return image.tag_v2.get(277, 1) > 1 and max(bits) == 16  # SamplesPerPixel
+    return False
+
+
+def _deep_pixels(data: bytes, fmt: str) -> np.ndarray:
+    """(H, W, C) uint16 samples of a 16-bit PNG or TIFF (first page)."""
+    if fmt == "PNG":
+        import imagecodecs
+
+        pixels = imagecodecs.png_decode(data)
+    else:
+        import tifffile
+
+        with tifffile.TiffFile(io.BytesIO(data)) as tiff:
+            page = tiff.pages[0]
+            photometric = page.photometric.name
+            if photometric not in ("RGB", "MINISBLACK"):
+                raise ImageError(f"16-bit TIFF with photometric {photometric} is not supported")
+            pixels = page.asarray()
+            if page.planarconfig.name == "SEPARATE":
+                pixels = np.moveaxis(pixels, 0, -1)
+    if pixels.dtype != np.uint16 or pixels.ndim != 3 or pixels.shape[2] not in (2, 3, 4):
+        raise ImageError(f"unexpected 16-bit layout {pixels.shape} {pixels.dtype}")
+    return pixels
+
+
+# EXIF orientation -> numpy operations that make the pixels upright (as ImageOps.exif_transpose)
+ORIENT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def upright(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """``pixels`` (H, W, ...) turned as EXIF ``orientation`` (1-8) says."""
+    return np.ascontiguousarray(ORIENT.get(orientation, lambda a: a)(pixels))
+
+
+def _decode_deep(image: Image.Image, data: bytes, fmt: str) -> Decoded:
+    try:
+        pixels = _deep_pixels(data, fmt)
+        icc = image.info.get("icc_profile")
+        exif = image.getexif()
+    except ImageError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (libpng, libtiff and Pillow raise their own types)
+        raise ImageError(f"cannot decode: {exc}") from None
+    pixels = upright(pixels, exif.pop(0x0112, 1))
+    channels = pixels.shape[2]
+    grayscale = channels == 2
+    alpha = pixels[..., -1].copy() if channels in (2, 4) else None
+    colour = pixels[..., :1] if grayscale else pixels[..., :3]
+    rgb = colour.astype(np.float32) / 65535.0
+    if grayscale:
+        rgb = np.repeat(rgb, 3, axis=2)
+    mode = {2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}[channels]
+    return Decoded(rgb=np.ascontiguousarray(rgb), format=fmt, mode=mode, bits=16, grayscale=grayscale,
+                   alpha=alpha, icc_profile=icc, exif=exif.tobytes() if len(exif) else None)
+
+
+def _encode_deep(decoded: Decoded, rgb: np.ndarray, fmt: str) -> bytes:
+    """16-bit PNG or TIFF with alpha and ICC profile (and EXIF for PNG)."""
+    colour = rgb.mean(axis=2, keepdims=True) if decoded.grayscale else rgb
+    pixels = np.rint(colour * 65535.0).astype(np.uint16)
+    if decoded.alpha is not None:
+        alpha = decoded.alpha if decoded.alpha.dtype == np.uint16 else decoded.alpha.astype(np.uint16) * 257
+        pixels = np.concatenate([pixels, alpha[..., None]], axis=2)
+    if fmt == "TIFF":
+        import tifffile
+
+        buffer = io.BytesIO()
+        tifffile.imwrite(buffer, pixels, photometric="minisblack" if decoded.grayscale else "rgb",
+                         extrasamples=("unassalpha",) if decoded.alpha is not None else None,
+                         iccprofile=decoded.icc_profile, compression="zlib")
+        return buffer.getvalue()
+    import imagecodecs
+    import png
+
+    encoded = imagecodecs.png_encode(pixels if pixels.shape[2] > 1 else pixels[..., 0])
+    extra = []
+    if decoded.icc_profile:
+        extra.append((b"iCCP", b"ICC profile\x00\x00" + zlib.compress(decoded.icc_profile)))
+    if decoded.exif:
+        extra.append((b"eXIf", decoded.exif.removeprefix(b"Exif\x00\x00")))
+    if not extra:
+        return encoded
+    chunks = list(png.Reader(bytes=encoded).chunks())
+    buffer = io.BytesIO()
+    png.write_chunks(buffer, chunks[:1] + extra + chunks[1:])  # right after IHDR, before the image data
     return buffer.getvalue()
 
 

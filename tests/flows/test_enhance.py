@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import io
 
+import imagecodecs
 import keras
 import numpy as np
 import pandas as pd
 import pytest
+import tifffile
 from PIL import Image, ImageCms
 
 from model import build_model, enhance, enhance_tiled
@@ -36,6 +38,18 @@ def photo(width=64, height=48, seed=0) -> Image.Image:
     return Image.fromarray(np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8))
 
 
+def deep_colour(channels: int) -> np.ndarray:
+    """64x48 16-bit samples whose low bytes matter (an 8-bit round trip would show)."""
+    ramp = np.linspace(0, 65535, 64 * 48 * channels).reshape(48, 64, channels)
+    return (ramp + np.random.default_rng(channels).integers(0, 200, ramp.shape)).clip(0, 65535).astype(np.uint16)
+
+
+def tiff16(pixels: np.ndarray, **options) -> bytes:
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, pixels, photometric="rgb", **options)
+    return buffer.getvalue()
+
+
 def corpus() -> dict[str, bytes]:
     srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     rotated = photo(64, 48)
@@ -54,6 +68,8 @@ def corpus() -> dict[str, bytes]:
         "text.png": b"this is not an image\n",
         "tiny.png": save(Image.new("RGB", (1, 1), (200, 10, 10)), "PNG"),
         "deep.png": save(Image.fromarray((np.linspace(0, 65535, 64 * 48).reshape(48, 64)).astype(np.uint16)), "PNG"),
+        "deep rgba.png": imagecodecs.png_encode(deep_colour(4)),
+        "deep.tif": tiff16(deep_colour(3), iccprofile=srgb),
         "rgba.png": save(rgba, "PNG"),
         "palette.png": save(palette, "PNG", transparency=0),
         "cmyk.jpg": save(photo().convert("CMYK"), "JPEG", quality=90),
@@ -105,6 +121,17 @@ def test_every_input_gets_the_right_row_and_output(tmp_path, model_file, prefect
     deep = out("deep.png")
     assert deep.mode.startswith("I;16") or deep.mode == "I"
     assert np.asarray(deep).max() > 255  # still 16-bit data
+    deep_rgba = imagecodecs.png_decode((destination / "deep rgba.png").read_bytes())
+    assert deep_rgba.dtype == np.uint16 and deep_rgba.shape == (48, 64, 4)
+    np.testing.assert_array_equal(deep_rgba[..., 3], deep_colour(4)[..., 3])  # 16-bit alpha untouched
+    assert (deep_rgba[..., :3] % 257 != 0).any()  # not 8-bit values scaled up
+    with tifffile.TiffFile(destination / "deep.tif") as tiff, tifffile.TiffFile(source / "deep.tif") as original:
+        assert tiff.pages[0].dtype == np.uint16 and tiff.pages[0].shape == (48, 64, 3)
+        assert tiff.pages[0].iccprofile == original.pages[0].iccprofile
+    modes = dict(zip(table.key, table["mode"]))
+    depths = dict(zip(table.key, table.bit_depth))
+    assert (modes["deep rgba.png"], depths["deep rgba.png"]) == ("RGBA;16", 16)
+    assert (modes["deep.tif"], depths["deep.tif"]) == ("RGB;16", 16)
     rgba_in = Image.open(source / "rgba.png")
     assert out("rgba.png").mode == "RGBA"
     np.testing.assert_array_equal(np.asarray(out("rgba.png").getchannel("A")), np.asarray(rgba_in.getchannel("A")))
