@@ -79,6 +79,9 @@ def parse(argv: list[str]) -> tuple[EnhanceJob, argparse.Namespace]:
     p.add_argument("--batch-size", type=int, default=4, help="whole images of one size per model call")
     p.add_argument("--tile-batch-size", type=int, default=2, help="tiles per model call")
     p.add_argument("--chunk-size", type=int, default=200)
+    p.add_argument("--precision", choices=["float32", "bfloat16", "float16"], default="float32",
+                   help="compute precision: bfloat16 (recent x86 CPUs) or float16 (GPUs) is faster and "
+                        "changes the output slightly")
     p.add_argument("--workers", type=int, default=4, help="I/O threads per chunk")
     p.add_argument("--chunk-workers", type=int, default=1, help="chunks in parallel (threads)")
     p.add_argument("--metrics", help="where the metrics Parquet goes")

@@ -120,11 +120,11 @@ class NonLocalBlock(layers.Layer):
         channels = input_shape[-1]
         inner = max(1, int(channels * self.reduction))
         self.inner = inner
-        self.theta = layers.Conv2D(inner, 1, name="theta")
-        self.phi = layers.Conv2D(inner, 1, name="phi")
-        self.g = layers.Conv2D(inner, 1, name="g")
-        self.w = layers.Conv2D(channels, 1, kernel_initializer="zeros", name="w")
-        self.pool = layers.MaxPooling2D(2, padding="same") if self.subsample else None
+        self.theta = layers.Conv2D(inner, 1, name="theta", dtype=self.dtype_policy)
+        self.phi = layers.Conv2D(inner, 1, name="phi", dtype=self.dtype_policy)
+        self.g = layers.Conv2D(inner, 1, name="g", dtype=self.dtype_policy)
+        self.w = layers.Conv2D(channels, 1, kernel_initializer="zeros", name="w", dtype=self.dtype_policy)
+        self.pool = layers.MaxPooling2D(2, padding="same", dtype=self.dtype_policy) if self.subsample else None
         self.theta.build(input_shape)
         self.phi.build(input_shape)
         self.g.build(input_shape)

@@ -30,9 +30,9 @@ class ContextBlock(layers.Layer):
 
     def build(self, input_shape):
         channels = input_shape[-1]
-        self.mask = layers.Conv2D(1, 1, use_bias=False, name="conv_mask")
-        self.transform_in = layers.Conv2D(channels, 1, use_bias=False, name="channel_add_1")
-        self.transform_out = layers.Conv2D(channels, 1, use_bias=False, name="channel_add_2")
+        self.mask = layers.Conv2D(1, 1, use_bias=False, name="conv_mask", dtype=self.dtype_policy)
+        self.transform_in = layers.Conv2D(channels, 1, use_bias=False, name="channel_add_1", dtype=self.dtype_policy)
+        self.transform_out = layers.Conv2D(channels, 1, use_bias=False, name="channel_add_2", dtype=self.dtype_policy)
         self.mask.build(input_shape)
         self.transform_in.build((None, 1, 1, channels))
         self.transform_out.build((None, 1, 1, channels))
@@ -68,9 +68,9 @@ class ResidualContextBlock(layers.Layer):
         if channels % self.groups:
             raise ValueError(f"{channels} channels cannot be split into {self.groups} groups")
         conv = dict(kernel_size=3, padding="same", use_bias=False, groups=self.groups)
-        self.conv1 = layers.Conv2D(channels, name="conv1", **conv)
-        self.conv2 = layers.Conv2D(channels, name="conv2", **conv)
-        self.context = ContextBlock(name="context")
+        self.conv1 = layers.Conv2D(channels, name="conv1", **conv, dtype=self.dtype_policy)
+        self.conv2 = layers.Conv2D(channels, name="conv2", **conv, dtype=self.dtype_policy)
+        self.context = ContextBlock(name="context", dtype=self.dtype_policy)
         self.conv1.build(input_shape)
         self.conv2.build(input_shape)
         self.context.build(input_shape)
@@ -106,11 +106,11 @@ class SelectiveKernelFusion(layers.Layer):
     def build(self, input_shape):
         channels = input_shape[0][-1]
         compact = max(int(channels / self.reduction), 4)
-        self.squeeze = layers.Conv2D(compact, 1, use_bias=False, name="conv_du")
+        self.squeeze = layers.Conv2D(compact, 1, use_bias=False, name="conv_du", dtype=self.dtype_policy)
         self.squeeze.build((None, 1, 1, channels))
         self.excite = []
         for i in range(self.num_streams):
-            conv = layers.Conv2D(channels, 1, use_bias=False, name=f"fc_{i}")
+            conv = layers.Conv2D(channels, 1, use_bias=False, name=f"fc_{i}", dtype=self.dtype_policy)
             conv.build((None, 1, 1, compact))
             self.excite.append(conv)
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
-
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -33,7 +33,7 @@ from tasks.storage import atomic_write_bytes
 STATUS_OK, STATUS_SKIPPED, STATUS_ERROR = "ok", "skipped", "error"
 MEASURES = ("mean_luminance", "rms_contrast", "colourfulness", "sharpness")
 COLUMNS = (["key", "status", "error", "output_key", "width", "height", "mode", "bit_depth",
-            "bytes_in", "bytes_out", "seconds", "model_uri", "model_version", "source_version"]
+            "bytes_in", "bytes_out", "seconds", "model_uri", "model_version", "precision", "source_version"]
            + [f"before_{m}" for m in MEASURES] + [f"after_{m}" for m in MEASURES]
            + ["psnr", "ssim", "mae"])
 
@@ -58,8 +58,23 @@ class EnhanceJob:
     tile_batch_size: int = 2  # tiles per model call (bounds memory for large photos)
     chunk_size: int = 200
     workers: int = 4
+    precision: str = "float32"  # or bfloat16 / float16: faster where the hardware has it, slightly different output
     metrics: str | None = None  # default: <destination>/metrics.parquet
     state_dir: str | None = None  # default: <destination>/.enhance (local) or ./.enhance-state/<hash>
+
+    def __post_init__(self):
+        from model.precision import PRECISIONS
+
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.output_format is not None and self.output_format.upper() not in FORMATS:
+            raise ValueError(f"output_format: expected one of {', '.join(FORMATS)}, got {self.output_format!r}")
+        for name in ("max_pixels", "tile", "batch_size", "tile_batch_size", "chunk_size", "workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if not 0 <= 2 * self.overlap < self.tile:
+            raise ValueError(f"overlap: must be at least 0 and less than half the tile ({self.tile}), "
+                             f"got {self.overlap}")
 
     def state_path(self) -> Path:
         if self.state_dir:
@@ -70,8 +85,16 @@ class EnhanceJob:
 
 
 @functools.lru_cache(maxsize=4)
-def load_model(uri: str):
-    """(model, version) from MLflow (``models:/...``) or a ``.keras`` file."""
+def load_model(uri: str, precision: str = "float32"):
+    """(model, version) from MLflow (``models:/...``) or a ``.keras`` file,
+    computing in ``precision``."""
+    from model import with_precision
+
+    model, version = _load_model(uri)
+    return with_precision(model, precision), version
+
+
+def _load_model(uri: str):
     import keras
 
     import model as _registered  # noqa: F401  (custom layers, losses, metrics)
@@ -122,7 +145,7 @@ class ChunkProcessor:
         self.source = open_store(job.source, job.endpoint_url, job.region, job.workers * 2)
         self.destination = open_store(job.destination, job.endpoint_url, job.region, job.workers * 2)
         self.reference = open_store(job.reference, job.endpoint_url, job.region) if job.reference else None
-        self.model, self.model_version = load_model(job.model)
+        self.model, self.model_version = load_model(job.model, job.precision)
         self.lock = threading.Lock()  # one inference at a time per model
 
     def _infer_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
@@ -155,7 +178,8 @@ class ChunkProcessor:
         out_key = output_key(row["key"], self.job.suffix, fmt)
         encoded = encode(decoded, output, fmt)
         self.destination.write(out_key, encoded, metadata={
-            "source-version": row["source_version"], "model": self.job.model, "model-version": self.model_version})
+            "source-version": row["source_version"], "model": self.job.model, "model-version": self.model_version,
+            "precision": self.job.precision})
         row.update(status=STATUS_OK, output_key=out_key, bytes_out=len(encoded))
         row.update({f"before_{k}": v for k, v in no_reference(decoded.rgb).items()})
         row.update({f"after_{k}": v for k, v in no_reference(output).items()})
@@ -173,9 +197,13 @@ class ChunkProcessor:
         todo = []
         for info in infos:
             base = {"key": info.key, "bytes_in": info.size, "source_version": info.version,
-                    "model_uri": self.job.model, "model_version": self.model_version}
-            previous = done.get((info.key, info.version, self.model_version))
-            if previous is not None and self.destination.exists(previous["output_key"]):
+                    "model_uri": self.job.model, "model_version": self.model_version,
+                    "precision": self.job.precision}
+            previous = done.get(info.key)
+            same = previous is not None and (previous["source_version"], previous["model_version"],
+                                             previous["precision"]) == (info.version, self.model_version,
+                                                                        self.job.precision)
+            if same and self.destination.exists(previous["output_key"]):
                 rows.append({**previous, "status": STATUS_SKIPPED, "seconds": 0.0})
             else:
                 todo.append(base)
@@ -221,7 +249,8 @@ class ChunkProcessor:
 
 def frame(rows: list[dict]) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=list(COLUMNS))
-    for name in ("key", "status", "error", "output_key", "mode", "model_uri", "model_version", "source_version"):
+    for name in ("key", "status", "error", "output_key", "mode", "model_uri", "model_version", "precision",
+                 "source_version"):
         table[name] = table[name].astype("string")
     for name in ("width", "height", "bit_depth", "bytes_in", "bytes_out"):
         table[name] = table[name].astype("Int64")
@@ -232,12 +261,14 @@ def frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def ledger(state: Path) -> dict:
-    """(key, source version, model version) -> the row of its earlier success."""
+    """key -> the row of its latest success (part names start with the run's time),
+    i.e. what its output holds now."""
     done = {}
     for part in sorted(state.glob("part-*.parquet")):
         for row in pd.read_parquet(part).to_dict("records"):
             if row["status"] in (STATUS_OK, STATUS_SKIPPED):
-                done[(row["key"], row["source_version"], row["model_version"])] = row
+                row["precision"] = row.get("precision") or "float32"  # parts written before the column existed
+                done[row["key"]] = row
     return done
 
 
@@ -249,7 +280,8 @@ def process_chunk(job: EnhanceJob, infos: list, run_id: str, index: int) -> list
 
 
 def new_run_id() -> str:
-    return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    """Sortable by start time (the ledger relies on it), unique."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f") + "-" + uuid.uuid4().hex[:6]
 
 
 def write_metrics(job: EnhanceJob, rows: list[dict]) -> str:

@@ -276,3 +276,34 @@ def _models_loaded_here() -> int:
 
     module = sys.modules.get("tasks.enhance")
     return 0 if module is None else module.load_model.cache_info().currsize
+
+
+def test_a_lower_precision_is_a_different_result_for_resume(tmp_path, model_file):
+    """Outputs of a bfloat16 run are not taken for float32 ones (or back): a run
+    skips only what the destination holds now."""
+    from tasks.enhance import process_chunk
+    from tasks.objects import open_store
+
+    source, destination = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    for i in range(3):
+        photo(64, 48, seed=i).save(source / f"img{i}.png")
+    infos = open_store(str(source)).list(EnhanceJob.include, ())
+    statuses = {}
+    for run, precision in enumerate(["float32", "bfloat16", "bfloat16", "float32"]):
+        job = EnhanceJob(source=str(source), destination=str(destination), model=model_file, precision=precision)
+        rows = process_chunk(job, infos, f"run{run}", 0)
+        statuses[run] = ({r["status"] for r in rows}, {r["precision"] for r in rows})
+    assert statuses == {0: ({"ok"}, {"float32"}), 1: ({"ok"}, {"bfloat16"}),
+                        2: ({"skipped"}, {"bfloat16"}), 3: ({"ok"}, {"float32"})}
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("precision", "int8", "precision: expected one of float32, bfloat16, float16, got 'int8'"),
+    ("output_format", "gif", "output_format: expected one of PNG, JPEG, WEBP, TIFF, BMP, got 'gif'"),
+    ("overlap", 300, r"overlap: must be at least 0 and less than half the tile \(512\), got 300"),
+    ("chunk_size", 0, "chunk_size: must be at least 1, got 0"),
+])
+def test_bad_job_parameters_are_named(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        EnhanceJob(source="in", destination="out", model="m.keras", **{field: value})
