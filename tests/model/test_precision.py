@@ -38,3 +38,18 @@ def test_float32_is_the_model_itself_and_unknown_precisions_are_refused():
     assert with_precision(model, "float32") is model
     with pytest.raises(ValueError, match="precision: expected one of float32, bfloat16, float16, got 'int8'"):
         with_precision(model, "int8")
+
+
+def test_a_mixed_precision_model_is_turned_back_into_float32():
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_float16")  # as training on a GPU does
+    try:
+        trained = small_model("mirnet_v2")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert {layer.compute_dtype for layer in inner_layers(trained)[1:]} == {"float16"}
+    plain = with_precision(trained, "float32")
+    assert {layer.compute_dtype for layer in inner_layers(plain)} == {"float32"}
+    images = np.random.default_rng(1).random((1, 16, 16, 3), dtype=np.float32)
+    np.testing.assert_allclose(enhance(plain, images), enhance(trained, images), atol=0.01)
