@@ -20,20 +20,25 @@ from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from tqdm.auto import tqdm
 
-from tasks.enhance import EnhanceJob, chunks, new_run_id, process_chunk, summarize, write_metrics
+from model.precision import PRECISIONS
+from tasks.enhance import EnhanceJob, chunks, ledger, new_run_id, process_chunk, summarize, write_metrics
 from tasks.objects import open_store
 
 
 @task(name="enhance-chunk", retries=1)
-def enhance_chunk(job: EnhanceJob, infos: list, run_id: str, index: int) -> list[dict]:
-    return process_chunk(job, infos, run_id, index)
+def enhance_chunk(job: EnhanceJob, infos: list, run_id: str, index: int, done: dict) -> list[dict]:
+    return process_chunk(job, infos, run_id, index, done)
 
 
 @flow(name="enhance", log_prints=True)
 def enhance(job: EnhanceJob) -> dict:
     infos = open_store(job.source, job.endpoint_url, job.region).list(job.include, job.exclude)
     run_id = new_run_id()
-    futures = [enhance_chunk.submit(job, chunk, run_id, i) for i, chunk in enumerate(chunks(infos, job.chunk_size))]
+    done = ledger(job.state_path())  # read once; each chunk gets the rows of its own keys
+    futures = []
+    for i, chunk in enumerate(chunks(infos, job.chunk_size)):
+        chunk_done = {info.key: done[info.key] for info in chunk if info.key in done}
+        futures.append(enhance_chunk.submit(job, chunk, run_id, i, chunk_done))
     rows = []
     with tqdm(total=len(infos), unit="img", desc="enhance") as bar:
         for future in futures:
@@ -79,7 +84,7 @@ def parse(argv: list[str]) -> tuple[EnhanceJob, argparse.Namespace]:
     p.add_argument("--batch-size", type=int, default=4, help="whole images of one size per model call")
     p.add_argument("--tile-batch-size", type=int, default=2, help="tiles per model call")
     p.add_argument("--chunk-size", type=int, default=200)
-    p.add_argument("--precision", choices=["float32", "bfloat16", "float16"], default="float32",
+    p.add_argument("--precision", choices=list(PRECISIONS), default="float32",
                    help="compute precision: bfloat16 (recent x86 CPUs) or float16 (GPUs) is faster and "
                         "changes the output slightly")
     p.add_argument("--workers", type=int, default=4, help="I/O threads per chunk")

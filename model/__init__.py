@@ -7,18 +7,18 @@ from model.attention import ChannelPooling, NonLocalBlock, StreamSoftmax
 from model.inference import enhance, enhance_tiled, reflect_pad
 from model.losses import LOSSES, charbonnier, get_loss
 from model.metrics import mae, mae_metric, psnr, psnr_metric, ssim, ssim_metric
-from model.precision import PRECISIONS, with_precision
 from model.mirnet_v2 import BilinearUpSampling2D, ContextBlock, ResidualContextBlock, SelectiveKernelFusion
+from model.precision import PRECISIONS, with_precision
 from model.registry import ARCHITECTURES, build_model, get_architecture, size_multiple
 
 __all__ = [
     "ARCHITECTURES",
-    "PRECISIONS",
     "BilinearUpSampling2D",
     "ChannelPooling",
     "ContextBlock",
     "LOSSES",
     "NonLocalBlock",
+    "PRECISIONS",
     "ResidualContextBlock",
     "SelectiveKernelFusion",
     "StreamSoftmax",

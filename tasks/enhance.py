@@ -272,9 +272,10 @@ def ledger(state: Path) -> dict:
     return done
 
 
-def process_chunk(job: EnhanceJob, infos: list, run_id: str, index: int) -> list[dict]:
+def process_chunk(job: EnhanceJob, infos: list, run_id: str, index: int, done: dict | None = None) -> list[dict]:
+    """``done``: the ledger's rows for these keys (read here when not given)."""
     processor = ChunkProcessor(job)
-    rows = processor.run(infos, ledger(job.state_path()))
+    rows = processor.run(infos, ledger(job.state_path()) if done is None else done)
     atomic_write_bytes(job.state_path() / f"part-{run_id}-{index:06d}.parquet", frame(rows).to_parquet(index=False))
     return rows
 
@@ -315,5 +316,5 @@ def summarize(rows: list[dict]) -> dict:
     }
 
 
-__all__ = ["EnhanceJob", "EXTENSIONS", "chunks", "load_model", "new_run_id", "process_chunk",
+__all__ = ["EnhanceJob", "EXTENSIONS", "chunks", "ledger", "load_model", "new_run_id", "process_chunk",
            "summarize", "write_metrics"]
