@@ -9,11 +9,11 @@ random crops of the train split (``train``), one crop per validation pair
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
+from tasks import artifacts
 from tasks.config import Params, load_params
 from tasks.datasets import DATASETS, SHARD_SETS, shard_task
 
@@ -21,12 +21,11 @@ from tasks.datasets import DATASETS, SHARD_SETS, shard_task
 @flow(name="build-shards", log_prints=True)
 def build_shards(names: list[str], params: Params | None = None) -> dict:
     params = params or load_params()
-    data = params.data
     summary = {}
     for name in names:
-        manifest = str(Path(data.prepared_dir) / f"{name}.parquet")
+        manifest = str(artifacts.pairs_manifest(name))
         for shard_set in SHARD_SETS:
-            out = Path(data.shards_dir) / name / shard_set
+            out = artifacts.shard_set(name, shard_set)
             summary[f"{name}/{shard_set}"] = shard_task(manifest, str(out), shard_set, params.shards)
     rows = [
         {"set": key, "kind": m["kind"], "records": m["records"], "shards": len(m["shards"]),

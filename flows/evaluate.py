@@ -1,106 +1,112 @@
-"""Flow: evaluate the trained variants on whole images and compare them.
+"""Flow: evaluate the trained variants on whole images and compare them with
+doing nothing.
 
     python -m flows.evaluate               # every variant, then the comparison
     python -m flows.evaluate mirnet cnn128 # some variants, then the comparison
 
 Writes ``reports/evaluation/images/<variant>.parquet`` (one row per image:
-input and output PSNR/SSIM/MAE), ``reports/evaluation/per_type.csv`` (means per
-variant, dataset, split and distortion type; DVC plots),
-``reports/evaluation/metrics.json`` (overall means; DVC metrics) and
-``reports/comparison.md`` (each variant against the do-nothing baseline and the
-research's reported figures). Each variant's figures also go to its MLflow
-training run.
+input and output PSNR, SSIM, MAE and colour cast), ``per_type.csv`` (means
+per variant, dataset, split and distortion type; DVC plots), ``metrics.json``
+(means per variant, dataset and split, with per-type PSNR; DVC metrics),
+``before_after.png`` and ``reports/comparison.md``. Each variant's figures also
+go to its MLflow training run.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import pandas as pd
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
-from tasks.config import Params, load_params
-from tasks.evaluate import aggregate, comparison_table, evaluate_split, overall
+from tasks import artifacts
+from tasks.config import FigureRow, Params, load_params
+from tasks.evaluate import (aggregate, before_after_figure, comparison_text, evaluate_split, first_of_type,
+                            summarize)
 from tasks.storage import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 
 @task(name="evaluate-split")
-def evaluate_split_task(model_path: str, split_dir: str, max_images: int | None) -> pd.DataFrame:
-    import keras
+def evaluate_split_task(variants: list[str], dataset: str, split: str, max_images: int | None) -> pd.DataFrame:
+    from tasks.trained_models import load_model
 
-    import model  # noqa: F401  (registers the custom layers)
+    models = {v: load_model(artifacts.model_file(v))[0] for v in variants}
+    frame = evaluate_split(models, artifacts.shard_set(dataset, split), max_images)
+    return frame.assign(dataset=dataset, split=split)
 
-    return evaluate_split(keras.saving.load_model(model_path), Path(split_dir), max_images)
+
+@task(name="before-after-figure")
+def figure_task(rows: list[FigureRow], max_images: int | None) -> str:
+    from model import enhance
+    from tasks.trained_models import load_model
+
+    panels = []
+    for row in rows:
+        model = load_model(artifacts.model_file(row.variant))[0]
+        record, source, target = first_of_type(artifacts.shard_set(row.dataset, "validation"), row.distortion,
+                                               max_images)
+        title = f"{row.variant} on {row.dataset} {record['image_id']}"
+        panels.append({"title": title, "input": source, "output": enhance(model, source), "target": target})
+    path = artifacts.EVALUATION / "before_after.png"
+    before_after_figure(panels, path)
+    return str(path)
 
 
-def _log_to_training_run(params: Params, variant: str, results: dict) -> None:
-    from tasks import tracking
-
-    run_file = Path(params.evaluate.output_dir) / variant / "mlflow.json"
-    run_id = json.loads(run_file.read_text()).get("run_id") if run_file.exists() else None
-    if not run_id:
-        return
+@task(name="log-evaluation")
+def log_to_training_runs(params: Params, results: dict) -> None:
+    """Each variant's figures as ``eval.<dataset>.<split>.<metric>`` metrics of its training run."""
     import mlflow
 
+    from tasks import tracking
+
     tracking.configure(params.mlflow)
-    with mlflow.start_run(run_id=run_id):
-        for dataset, splits in results.items():
-            for split, m in splits.items():
-                tracking.log_metrics({f"eval.{dataset}.{split}.{k}": v for k, v in m.items()})
-
-
-def evaluate_variant(variant: str, params: Params) -> pd.DataFrame:
-    """Per-image scores of one variant on its datasets' evaluation splits."""
-    spec = params.variants[variant]
-    model_path = str(Path("models") / variant / "model.keras")
-    frames = []
-    for dataset in spec.evaluate_on or [spec.dataset]:
-        for split in params.evaluate.splits:
-            split_dir = Path(params.data.shards_dir) / dataset / split
-            frame = evaluate_split_task(model_path, str(split_dir), params.evaluate.max_images)
-            frames.append(frame.assign(dataset=dataset, split=split))
-    return pd.concat(frames, ignore_index=True).assign(variant=variant)
-
-
-def summarize(per_image: pd.DataFrame) -> dict:
-    """{dataset: {split: overall means}} of one variant."""
-    results: dict = {}
-    for (dataset, split), group in per_image.groupby(["dataset", "split"], sort=False):
-        results.setdefault(dataset, {})[split] = overall(group)
-    return results
+    for variant, per_dataset in results.items():
+        run_file = artifacts.variant_reports(variant) / "mlflow.json"
+        run_id = json.loads(run_file.read_text()).get("run_id") if run_file.exists() else None
+        if not run_id:
+            continue
+        with mlflow.start_run(run_id=run_id):
+            for dataset, splits in per_dataset.items():
+                for split, m in splits.items():
+                    tracking.log_metrics({f"eval.{dataset}.{split}.{k}": v for k, v in m.items()
+                                          if isinstance(v, (int, float))})
 
 
 @flow(name="evaluate", log_prints=True)
-def evaluate(variants: list[str] | None = None, params: Params | None = None) -> str:
+def evaluate(variants: list[str] | None = None, params: Params | None = None) -> dict:
     params = params or load_params()
+    settings = params.evaluate
     unknown = sorted(set(variants or []) - set(params.variants))
     if unknown:
         raise ValueError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(params.variants)}")
-    out = Path(params.evaluate.output_dir) / "evaluation"
-    frames, results = [], {}
-    for variant in variants or list(params.variants):
-        per_image = evaluate_variant(variant, params)
-        atomic_write_bytes(out / "images" / f"{variant}.parquet", per_image.to_parquet(index=False))
-        results[variant] = summarize(per_image)
-        _log_to_training_run(params, variant, results[variant])
-        frames.append(per_image)
-    per_type = aggregate(pd.concat(frames, ignore_index=True), ["variant", "dataset", "split", "distortion"])
+    chosen = variants or list(params.variants)
+    on: dict[str, list[str]] = {}  # dataset -> the variants evaluated on it
+    for variant in chosen:
+        spec = params.variants[variant]
+        for dataset in spec.evaluate_on or [spec.dataset]:
+            on.setdefault(dataset, []).append(variant)
+    per_image = pd.concat([evaluate_split_task(names, dataset, split, settings.max_images)
+                           for dataset, names in on.items() for split in settings.splits], ignore_index=True)
+
+    out = artifacts.EVALUATION
+    for variant, frame in per_image.groupby("variant", sort=False):
+        atomic_write_bytes(out / "images" / f"{variant}.parquet", frame.to_parquet(index=False))
+    per_type = aggregate(per_image, ["variant", "dataset", "split", "distortion"])
     atomic_write_text(out / "per_type.csv", per_type.to_csv(index=False, float_format="%.5g"))
+    results = summarize(per_image)
     atomic_write_json(out / "metrics.json", results)
-    table = comparison_table(results, params.evaluate.research_psnr)
-    text = (
-        "# Variants compared\n\n"
-        f"Profile `{params.profile}`. PSNR in dB with data range 1; \"input\" is the do-nothing "
-        "baseline (the degraded image itself). Research figures were computed with "
-        "`max_val=255` on [0, 1] images and are shown corrected by -48.13 dB.\n\n" + table + "\n"
-    )
-    atomic_write_text(Path(params.evaluate.output_dir) / "comparison.md", text)
-    create_markdown_artifact(table, key="variant-comparison", description="All variants")
-    print(table)
-    return text
+    rows = settings.figure or [FigureRow(variant=v, dataset=params.variants[v].dataset,
+                                         distortion=int(per_image[(per_image.variant == v)].distortion.min()))
+                               for v in chosen]
+    figure_task(rows, settings.max_images)
+    architectures = {v: params.models[params.variants[v].model].arch for v in chosen}
+    text = comparison_text(results, per_type, params.profile, settings.research_psnr, architectures)
+    atomic_write_text(artifacts.COMPARISON, text)
+    log_to_training_runs(params, results)
+    create_markdown_artifact(text, key="variant-comparison", description="All variants against doing nothing")
+    return results
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Flow: size and cost of every model variant in params.yaml.
 
-Writes ``<summary.output_dir>/summary.json`` (DVC metrics) and ``summary.md``,
+Writes ``reports/model_zoo/summary.json`` (DVC metrics) and ``summary.md``,
 and publishes the table as a Prefect artifact.
 
     python -m flows.model_zoo
@@ -8,11 +8,10 @@ and publishes the table as a Prefect artifact.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from tasks import artifacts
 from tasks.config import Params, load_params, variant_options
 from tasks.model_zoo import describe_variant_task, markdown_table
 from tasks.storage import atomic_write_json, atomic_write_text
@@ -29,7 +28,7 @@ def model_zoo(params: Params | None = None) -> dict:
         for name, spec in params.models.items()
     }
     table = markdown_table(rows)
-    out = Path(settings.output_dir)
+    out = artifacts.MODEL_ZOO
     atomic_write_text(out / "summary.md", f"# Model zoo\n\n{table}\n")
     metrics = {
         name: {k: info[k] for k in ("parameters", "layers", "gmacs_per_megapixel")}

@@ -15,6 +15,7 @@ from keras import layers
 
 from model.attention import NonLocalBlock, dual_attention_unit, selective_kernel_feature_fusion
 from model.registry import register_architecture
+from model.residual import global_residual
 
 
 def down_sampling_module(x):
@@ -109,6 +110,7 @@ def mirnet(
     channels: int = 64,
     skff_softmax: str = "channels",
     non_local: bool = False,
+    identity_init: bool = False,
     input_shape: tuple = (None, None, 3),
 ) -> keras.Model:
     """MIRNet with ``num_rrg`` recursive residual groups of ``num_mrb`` multi-scale
@@ -117,6 +119,9 @@ def mirnet(
     Defaults are the Keras example's (3, 2, 64). ``skff_softmax`` and
     ``non_local`` are off-example options (see ``selective_kernel_feature_fusion``
     and ``NonLocalBlock``); their defaults keep the model identical to the example.
+    ``identity_init=True`` zero-initialises the last convolution, so that the
+    untrained model returns its input (see ``model.residual``); the
+    architecture and parameter count are unchanged.
     Heights and widths must be multiples of 4 (two x2 down-samplings).
     """
     if num_rrg < 1 or num_mrb < 1:
@@ -127,6 +132,5 @@ def mirnet(
     features = layers.Conv2D(channels, 3, padding="same")(inputs)
     for _ in range(num_rrg):
         features = recursive_residual_group(features, num_mrb, channels, skff_softmax, non_local)
-    residual = layers.Conv2D(inputs.shape[-1], 3, padding="same")(features)
-    outputs = layers.Add()([inputs, residual])
+    outputs = global_residual(inputs, features, identity_init=identity_init)
     return keras.Model(inputs, outputs, name="mirnet")

@@ -18,6 +18,7 @@ from keras import layers, ops
 
 from model.attention import PACKAGE
 from model.registry import register_architecture
+from model.residual import global_residual
 
 LEAKY_SLOPE = 0.2
 
@@ -240,6 +241,7 @@ def mirnet_v2(
     chan_factor: float = 1.5,
     num_rrg: int = 4,
     num_mrb: int = 2,
+    identity_init: bool = False,
     input_shape: tuple = (None, None, 3),
 ) -> keras.Model:
     """MIRNet-v2 with the paper's defaults (80 features, channel factor 1.5, 4
@@ -248,6 +250,8 @@ def mirnet_v2(
     Recursive residual group ``i`` uses grouped convolutions with
     ``GROUP_SCHEDULE[i]`` groups (the official 1, 2, 4, 4; groups beyond the
     fourth use 4). Heights and widths must be multiples of 4.
+    ``identity_init=True`` zero-initialises the last convolution, so that the
+    untrained model returns its input (see ``model.residual``).
     """
     if num_rrg < 1 or num_mrb < 1:
         raise ValueError(f"num_rrg and num_mrb must be >= 1, got {num_rrg}, {num_mrb}")
@@ -263,6 +267,5 @@ def mirnet_v2(
                     f"not divisible into {groups} groups"
                 )
         features = recursive_residual_group(features, num_mrb, chan_factor, groups)
-    residual = layers.Conv2D(inputs.shape[-1], 3, padding="same", use_bias=False)(features)
-    outputs = layers.Add()([residual, inputs])
+    outputs = global_residual(inputs, features, identity_init=identity_init, use_bias=False)
     return keras.Model(inputs, outputs, name="mirnet_v2")

@@ -8,7 +8,8 @@ Unknown keys are errors too, so a typo never silently falls back to a default.
 
 from __future__ import annotations
 
-import inspect
+import ast
+import importlib.util
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -16,8 +17,6 @@ from typing import Annotated, Any, Literal, Union
 import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from model import ARCHITECTURES
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -30,35 +29,61 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _options_model(arch) -> type[BaseModel]:
-    """A strict pydantic model of an architecture's builder options and defaults."""
-    fields: dict[str, Any] = {}
-    for name, p in arch.options().items():
-        if name == "input_shape":  # a build-time detail, not a variant option
-            continue
-        annotation = p.annotation if p.annotation is not inspect.Parameter.empty else Any
-        if isinstance(annotation, str):  # postponed annotations in the builder's module
-            annotation = eval(annotation, {"tuple": tuple})  # noqa: S307 (our own source)
-        fields[name] = (annotation, p.default)
-    return pydantic.create_model(
-        f"{arch.name}_options", __config__=ConfigDict(extra="forbid", strict=True, frozen=True), **fields
+def declared_architectures() -> dict[str, dict[str, tuple[Any, Any]]]:
+    """{architecture: {option: (annotation, default)}} of every builder that the
+    ``model`` package registers with ``@register_architecture``, read from its
+    source with ``ast``, without importing it: importing it imports Keras and
+    TensorFlow, seconds that checking params.yaml must not cost. The builder
+    signatures stay the one place where options and defaults are written; a
+    test checks this reading against ``model.ARCHITECTURES``."""
+    package = importlib.util.find_spec("model")
+    if package is None or not package.submodule_search_locations:
+        raise ConfigError("the model package is not importable")
+    found: dict[str, dict[str, tuple[Any, Any]]] = {}
+    for file in sorted(Path(package.submodule_search_locations[0]).glob("*.py")):
+        for node in ast.parse(file.read_text(), str(file)).body:
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            for decorator in node.decorator_list:
+                if (isinstance(decorator, ast.Call) and isinstance(decorator.func, ast.Name)
+                        and decorator.func.id == "register_architecture"):
+                    arguments = node.args.args[len(node.args.args) - len(node.args.defaults):]
+                    found[ast.literal_eval(decorator.args[0])] = {
+                        a.arg: (_annotation(a.annotation), ast.literal_eval(d))
+                        for a, d in zip(arguments, node.args.defaults) if a.arg not in BUILD_ARGUMENTS
+                    }
+    return found
+
+
+BUILD_ARGUMENTS = {"input_shape"}  # build-time details, not variant options
+_ANNOTATION_NAMES = {"int": int, "float": float, "str": str, "bool": bool, "tuple": tuple, "None": None}
+
+
+def _annotation(node) -> Any:
+    if node is None:
+        return Any
+    return eval(ast.unparse(node), {"__builtins__": {}}, _ANNOTATION_NAMES)  # noqa: S307 (our own source)
+
+
+def _spec_model(name: str, options: dict[str, tuple[Any, Any]]) -> type[BaseModel]:
+    """A strict pydantic model of one architecture's builder options and defaults."""
+    options_model = pydantic.create_model(
+        f"{name}_options", __config__=ConfigDict(extra="forbid", strict=True, frozen=True), **options
     )
-
-
-def _spec_model(arch) -> type[BaseModel]:
-    options = _options_model(arch)
     return pydantic.create_model(
-        f"{arch.name}_spec",
+        f"{name}_spec",
         __base__=Strict,
-        arch=(Literal[arch.name], ...),
-        options=(options, options()),
+        arch=(Literal[name], ...),
+        options=(options_model, options_model()),
     )
 
+
+ARCHITECTURES = declared_architectures()
 
 # One model variant: a registered architecture and its builder options, validated
 # against the builder's signature (unknown options and wrong types are errors).
 ModelSpec = Annotated[
-    Union[tuple(_spec_model(a) for a in ARCHITECTURES.values())],  # noqa: UP007
+    Union[tuple(_spec_model(name, options) for name, options in ARCHITECTURES.items())],  # noqa: UP007
     Field(discriminator="arch"),
 ]
 
@@ -76,11 +101,10 @@ class MlflowSettings(Strict):
 
 
 class SummarySettings(Strict):
-    """Where the model-zoo summary is computed and written."""
+    """The image size at which the model-zoo report counts MACs."""
 
     height: int = Field(1000, gt=0, multiple_of=4)
     width: int = Field(1000, gt=0, multiple_of=4)
-    output_dir: str = "reports/model_zoo"
 
 
 class Source(Strict):
@@ -124,10 +148,6 @@ class LolSettings(Source):
 
 class DataSettings(Strict):
     sample_seed: int = 0
-    raw_dir: str = "data/raw"
-    prepared_dir: str = "data/prepared"
-    shards_dir: str = "data/shards"
-    downloads_dir: str = "data/downloads"
     tid2013: Tid2013Settings = Tid2013Settings()
     lol: LolSettings = LolSettings()
 
@@ -172,10 +192,22 @@ class Variant(Strict):
     evaluate_on: list[Literal["tid2013", "lol"]] | None = None  # default: its own dataset
 
 
+class FigureRow(Strict):
+    """One row of the before/after figure: a variant on the first evaluated
+    validation image of a distortion type (0: LoL's low light)."""
+
+    variant: str
+    dataset: Literal["tid2013", "lol"]
+    distortion: int = Field(0, ge=0, le=24)
+
+
 class EvaluateSettings(Strict):
     splits: list[Literal["validation", "test"]] = ["validation", "test"]
-    max_images: int | None = Field(None, ge=1)  # per split; None: all
-    output_dir: str = "reports"
+    # per dataset and split; None: all. Fewer than all are taken evenly across
+    # distortion types (tasks.evaluate.balanced_order)
+    max_images: int | None = Field(None, ge=1)
+    # rows of reports/evaluation/before_after.png; empty: each variant on its own dataset
+    figure: list[FigureRow] = Field(default_factory=list)
     # PSNR the research reported per variant, as [low, high] on its own scale
     # (Keras example: max_val=255 on [0, 1] images, i.e. +48.13 dB)
     research_psnr: dict[str, tuple[float, float]] = Field(default_factory=dict)
@@ -234,6 +266,9 @@ class Params(Strict):
                     f"variants.{name}.train.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
                 )
                 raise ValueError(problems) from None
+        for i, row in enumerate(self.evaluate.figure):
+            if row.variant not in self.variants:
+                raise ValueError(f"evaluate.figure.{i}.variant: unknown variant {row.variant!r}")
         if self.variants and self.retrain.variant not in self.variants:
             raise ValueError(f"retrain.variant: unknown variant {self.retrain.variant!r}")
         return self

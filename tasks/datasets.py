@@ -12,11 +12,11 @@ from typing import Callable
 import pandas as pd
 from prefect import task
 
-from tasks import lol, sample, tid2013
+from tasks import artifacts, lol, sample, tid2013
 from tasks.config import DataSettings, ShardSettings
 from tasks.fetch import fetch_dataset
-from tasks.shards import file_sha256, write_shards
-from tasks.storage import atomic_write_bytes
+from tasks.shards import write_shards
+from tasks.storage import atomic_write_bytes, file_sha256
 
 
 @dataclass(frozen=True)
@@ -59,11 +59,11 @@ def fetch_task(name: str, settings: DataSettings) -> str:
     source = getattr(settings, name)
     out = fetch_dataset(
         source.source,
-        Path(settings.raw_dir) / name,
+        artifacts.raw_dataset(name),
         validate=dataset.validate,
         make_sample=functools.partial(dataset.make_sample, seed=settings.sample_seed),
         sha256=source.sha256,
-        downloads=settings.downloads_dir,
+        downloads=artifacts.DOWNLOADS,
         endpoint_url=source.endpoint_url,
     )
     return str(out)
@@ -72,8 +72,8 @@ def fetch_task(name: str, settings: DataSettings) -> str:
 @task(name="index-dataset")
 def index_task(name: str, settings: DataSettings) -> str:
     """``data/prepared/<name>.parquet``: one row per (input, target) pair."""
-    frame = get_dataset(name).index(Path(settings.raw_dir) / name, settings)
-    path = Path(settings.prepared_dir) / f"{name}.parquet"
+    frame = get_dataset(name).index(artifacts.raw_dataset(name), settings)
+    path = artifacts.pairs_manifest(name)
     atomic_write_bytes(path, frame.to_parquet(index=False))
     return str(path)
 

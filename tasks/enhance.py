@@ -89,35 +89,10 @@ def load_model(uri: str, precision: str = "float32"):
     """(model, version) from MLflow (``models:/...``) or a ``.keras`` file,
     computing in ``precision``."""
     from model import with_precision
+    from tasks.trained_models import load_model as load_trained
 
-    model, version = _load_model(uri)
+    model, version = load_trained(uri)
     return with_precision(model, precision), version
-
-
-def _load_model(uri: str):
-    import keras
-
-    import model as _registered  # noqa: F401  (custom layers, losses, metrics)
-    from tasks.runtime import tune_for_this_machine
-
-    tune_for_this_machine()
-
-    if uri.startswith("models:/"):
-        import mlflow
-        from mlflow.tracking import MlflowClient
-
-        name, _, selector = uri.removeprefix("models:/").partition("@")
-        client = MlflowClient()
-        if selector:
-            version = client.get_model_version_by_alias(name, selector).version
-        else:
-            name, _, version = uri.removeprefix("models:/").rpartition("/")
-        return mlflow.keras.load_model(uri), f"{name}/{version}"
-    path = Path(uri)
-    if not path.is_file():
-        raise FileNotFoundError(f"{uri}: no such model file")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-    return keras.saving.load_model(path), f"sha256:{digest}"
 
 
 def output_key(key: str, suffix: str, fmt: str) -> str:

@@ -1,75 +1,145 @@
 """Evaluation: whole-image inference on the validation and test splits; per
-image the PSNR, SSIM and MAE of the degraded input (the do-nothing baseline)
-and of the model's output; aggregates per distortion type and overall."""
+image the PSNR, SSIM, MAE and per-channel mean signed error (the colour cast)
+of the degraded input (the do-nothing baseline) and of the model's output;
+aggregates per distortion type and overall.
+
+When only some images of a split are evaluated (``evaluate.max_images``),
+they are taken evenly across distortion types (``balanced_order``), so that a
+small evaluation still covers every type.
+"""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-import keras
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from model import enhance, mae, psnr, ssim
-from tasks.shards import make_dataset, read_manifest
+from tasks.distortions import DISTORTION_NAMES
+from tasks.shards import make_dataset, read_metadata
 
 KEYS = ("psnr", "ssim", "mae")
+CHANNELS = ("r", "g", "b")
+SCORES = (*KEYS, *(f"bias_{c}" for c in CHANNELS))
 # The Keras MIRNet example reports PSNR with max_val=255 on [0, 1] images.
 KERAS_EXAMPLE_PSNR_OFFSET = 20 * math.log10(255.0)  # 48.13 dB
+LOW_LIGHT = 0  # the distortion type of LoL pairs
 
 
-def image_scores(target: np.ndarray, image: np.ndarray) -> dict[str, float]:
-    t, x = target[None], image[None]
-    return {"psnr": float(psnr(t, x)[0]), "ssim": float(ssim(t, x)[0]), "mae": float(mae(t, x)[0])}
+def distortion_name(distortion: int) -> str:
+    return "Low light" if distortion == LOW_LIGHT else DISTORTION_NAMES[distortion]
 
 
-def evaluate_split(model: keras.Model, split_dir: Path, max_images: int | None = None,
+def balanced_order(records: list[dict]) -> list[int]:
+    """Indices of ``records`` (dicts with ``image_id`` and ``distortion``) in the
+    order evaluation takes them: round ``r`` takes, for each distortion type in
+    ascending order, the image at position ``(k + r) mod n`` of that type's
+    ``n`` images sorted by image id, ``k`` being the type's rank. The first
+    round thus holds one image of every type, consecutive types starting at
+    consecutive references; a single-type split (LoL) keeps image-id order."""
+    by_type: dict[int, list[int]] = {}
+    for index in sorted(range(len(records)), key=lambda i: (records[i]["image_id"], i)):
+        by_type.setdefault(records[index]["distortion"], []).append(index)
+    order = []
+    for r in range(max((len(v) for v in by_type.values()), default=0)):
+        for k, distortion in enumerate(sorted(by_type)):
+            indices = by_type[distortion]
+            if r < len(indices):
+                order.append(indices[(k + r) % len(indices)])
+    return order
+
+
+def image_scores(targets: np.ndarray, images: np.ndarray) -> list[dict[str, float]]:
+    """PSNR, SSIM, MAE and mean signed error per channel of each image of a batch."""
+    values = {"psnr": np.asarray(psnr(targets, images)), "ssim": np.asarray(ssim(targets, images)),
+              "mae": np.asarray(mae(targets, images))}
+    bias = (images - targets).mean(axis=(1, 2))
+    for c, name in enumerate(CHANNELS):
+        values[f"bias_{name}"] = bias[:, c]
+    return [{k: float(v[i]) for k, v in values.items()} for i in range(len(images))]
+
+
+def selected_batches(split_dir: Path, max_images: int | None, batch_size: int = 4):
+    """(records, inputs, targets) batches of the images chosen for evaluation,
+    in the split's order; images of one batch share their size."""
+    records = read_metadata(split_dir)
+    order = balanced_order(records)
+    chosen = set(order[:max_images] if max_images else order)
+    batch: list = []
+    for index, (source, target, _) in enumerate(make_dataset(split_dir, 1, training=False, with_metadata=True)):
+        if index not in chosen:
+            continue
+        if batch and (len(batch) == batch_size or batch[0][1].shape != source.shape):
+            yield _stack(batch)
+            batch = []
+        batch.append((records[index], source.numpy()[0], target.numpy()[0]))
+    if batch:
+        yield _stack(batch)
+
+
+def _stack(batch):
+    return [r for r, _, _ in batch], np.stack([s for _, s, _ in batch]), np.stack([t for _, _, t in batch])
+
+
+def evaluate_split(models: dict, split_dir: Path, max_images: int | None = None,
                    progress: bool = True) -> pd.DataFrame:
-    """One row per image: id, type, level and input_/output_ PSNR, SSIM, MAE."""
-    manifest = read_manifest(split_dir)
-    total = min(manifest["records"], max_images or manifest["records"])
-    dataset = make_dataset(split_dir, 1, training=False, with_metadata=True).take(total)
+    """One row per model and evaluated image: ``variant``, image id, type,
+    level, and ``input_*`` and ``output_*`` scores against the target. The
+    split is read, and its inputs scored, once for all ``models``
+    ({variant: model})."""
     rows = []
-    for source, target, meta in tqdm(dataset, total=total, unit="img", desc=f"evaluate {split_dir}",
-                                     disable=not progress, leave=False):
-        source, target = source.numpy()[0], target.numpy()[0]
-        output = enhance(model, source)
-        before, after = image_scores(target, source), image_scores(target, output)
-        rows.append({
-            "image_id": meta["image_id"].numpy()[0].decode(),
-            "distortion": int(meta["distortion"].numpy()[0]),
-            "level": int(meta["level"].numpy()[0]),
-            **{f"input_{k}": v for k, v in before.items()},
-            **{f"output_{k}": v for k, v in after.items()},
-        })
+    total = len(read_metadata(split_dir))
+    total = min(total, max_images or total)
+    with tqdm(total=total, unit="img", desc=f"evaluate {split_dir}", disable=not progress, leave=False) as bar:
+        for records, inputs, targets in selected_batches(split_dir, max_images):
+            before = image_scores(targets, inputs)
+            for variant, model in models.items():
+                after = image_scores(targets, enhance(model, inputs, batch_size=len(inputs)))
+                for record, b, a in zip(records, before, after):
+                    rows.append({"variant": variant, **record, **{f"input_{k}": v for k, v in b.items()},
+                                 **{f"output_{k}": v for k, v in a.items()}})
+            bar.update(len(records))
     return pd.DataFrame(rows)
 
 
 def aggregate(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """Means of every score per group, with the PSNR gain over the input."""
-    columns = [f"{side}_{k}" for side in ("input", "output") for k in KEYS]
+    columns = [f"{side}_{k}" for side in ("input", "output") for k in SCORES]
     table = frame.groupby(by)[columns].mean().reset_index()
     table["psnr_gain"] = table["output_psnr"] - table["input_psnr"]
     table["images"] = frame.groupby(by).size().values
+    if "distortion" in by:
+        table.insert(by.index("distortion") + 1, "distortion_name", table["distortion"].map(distortion_name))
     return table
 
 
-def overall(frame: pd.DataFrame) -> dict[str, float]:
+def overall(frame: pd.DataFrame) -> dict:
+    """Means over the images of one variant, dataset and split, and per
+    distortion type where there are several."""
     means = {c: float(frame[c].mean()) for c in frame.columns if c.startswith(("input_", "output_"))}
     means["psnr_gain"] = means["output_psnr"] - means["input_psnr"]
     means["images"] = int(len(frame))
+    if frame["distortion"].nunique() > 1:
+        means["per_type"] = {
+            str(int(d)): {"images": int(len(g)), "input_psnr": float(g.input_psnr.mean()),
+                          "output_psnr": float(g.output_psnr.mean()),
+                          "psnr_gain": float(g.output_psnr.mean() - g.input_psnr.mean())}
+            for d, g in frame.groupby("distortion")
+        }
     return means
 
 
-def comparison_table(results: dict[str, dict], research: dict[str, list[float]]) -> str:
+def comparison_table(results: dict[str, dict], research: dict[str, tuple[float, float]]) -> str:
     """Markdown: each variant's validation and test PSNR/SSIM against the
     do-nothing baseline and, where the research reported a figure, that figure
     on the usual scale (reported value - 48.13 dB)."""
     lines = [
-        "| variant | evaluated on | split | images | input PSNR | output PSNR | gain | input SSIM | output SSIM | research PSNR (reported -> corrected) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| variant | evaluated on | split | images | input PSNR | output PSNR | gain | input SSIM | output SSIM "
+        "| colour cast (R, G, B) | research PSNR (reported -> corrected) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for variant, per_dataset in results.items():
         reported = research.get(variant)
@@ -78,9 +148,99 @@ def comparison_table(results: dict[str, dict], research: dict[str, list[float]])
                      f"{'-'.join(f'{r - KERAS_EXAMPLE_PSNR_OFFSET:.1f}' for r in reported)} dB")
         for dataset, splits in per_dataset.items():
             for split, m in splits.items():
+                cast = ", ".join(f"{m[f'output_bias_{c}']:+.3f}" for c in CHANNELS)
                 lines.append(
                     f"| {variant} | {dataset} | {split} | {m['images']} | {m['input_psnr']:.2f} | "
                     f"{m['output_psnr']:.2f} | {m['psnr_gain']:+.2f} | {m['input_ssim']:.4f} | "
-                    f"{m['output_ssim']:.4f} | {corrected} |"
+                    f"{m['output_ssim']:.4f} | {cast} | {corrected} |"
                 )
     return "\n".join(lines)
+
+
+def per_type_table(per_type: pd.DataFrame, dataset: str, split: str) -> str:
+    """Markdown: PSNR gain per distortion type (rows) and variant (columns)."""
+    rows = per_type[(per_type.dataset == dataset) & (per_type.split == split)]
+    if rows.empty:
+        return ""
+    table = rows.pivot_table(index=["distortion", "distortion_name"], columns="variant", values="psnr_gain",
+                             sort=False)
+    inputs = rows.groupby("distortion").input_psnr.first()
+    variants = list(table.columns)
+    lines = ["| type | distortion | input PSNR | " + " | ".join(variants) + " |",
+             "|---:|---|---:|" + "---:|" * len(variants)]
+    for (distortion, name), gains in table.iterrows():
+        cells = " | ".join("-" if pd.isna(g) else f"{g:+.2f}" for g in gains)
+        lines.append(f"| {distortion} | {name} | {inputs[distortion]:.2f} | {cells} |")
+    return "\n".join(lines)
+
+
+def first_of_type(split_dir: Path, distortion: int, max_images: int | None):
+    """(record, input, target) of the first evaluated image of ``distortion``."""
+    for records, inputs, targets in selected_batches(split_dir, max_images):
+        for record, source, target in zip(records, inputs, targets):
+            if record["distortion"] == distortion:
+                return record, source, target
+    raise ValueError(f"{split_dir}: no evaluated image of distortion type {distortion}")
+
+
+def before_after_figure(panels: list[dict], path: Path) -> None:
+    """Rows of input / output / target with their PSNR; each panel is a dict of
+    ``title``, ``input``, ``output`` and ``target`` images in [0, 1]."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(panels), 3, figsize=(9, 2.25 * len(panels)), squeeze=False)
+    for row, panel in zip(axes, panels):
+        target = panel["target"][None]
+        before = float(psnr(target, panel["input"][None])[0])
+        after = float(psnr(target, panel["output"][None])[0])
+        for ax, key, label in zip(row, ("input", "output", "target"),
+                                  (f"input {before:.1f} dB", f"output {after:.1f} dB ({after - before:+.1f})",
+                                   "target")):
+            ax.imshow(np.clip(panel[key], 0, 1))
+            ax.set_title(label, fontsize=8)
+            ax.axis("off")
+        row[0].text(-0.04, 0.5, panel["title"], transform=row[0].transAxes, rotation=90, ha="right",
+                    va="center", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+
+
+def summarize(per_image: pd.DataFrame) -> dict:
+    """{variant: {dataset: {split: overall means}}}."""
+    results: dict = {}
+    for (variant, dataset, split), group in per_image.groupby(["variant", "dataset", "split"], sort=False):
+        results.setdefault(variant, {}).setdefault(dataset, {})[split] = overall(group)
+    return results
+
+
+NOTES = {
+    "cnn": ("the research's plain CNN has no global residual and ends in a ReLU: it has to learn to "
+            "reproduce the whole image before it can improve on it, so a short training leaves it far "
+            "below doing nothing. Its rows are reported as measured."),
+}
+
+
+def comparison_text(results: dict, per_type: pd.DataFrame, profile: str, research: dict,
+                    architectures: dict[str, str]) -> str:
+    """``reports/comparison.md``: every variant against doing nothing, overall and per type."""
+    parts = [
+        "# Variants compared\n",
+        f"Profile `{profile}`. PSNR in dB with data range 1; \"input\" is the do-nothing baseline (the "
+        "degraded image itself); gain = output - input. Colour cast: mean signed error (output - target) "
+        "of each channel, on [0, 1]. Research figures were computed with `max_val=255` on [0, 1] images "
+        "and are shown corrected by -48.13 dB.\n",
+        comparison_table(results, research) + "\n",
+    ]
+    for dataset in sorted(per_type.dataset.unique()):
+        if per_type[per_type.dataset == dataset].distortion.nunique() > 1:
+            parts += [f"## PSNR gain per distortion type: {dataset}, validation\n",
+                      per_type_table(per_type, dataset, "validation") + "\n"]
+    notes = [f"- `{variant}`: {NOTES[arch]}" for variant, arch in architectures.items() if arch in NOTES]
+    if notes:
+        parts += ["## Notes\n", "\n".join(notes) + "\n"]
+    return "\n".join(parts)

@@ -86,7 +86,10 @@ class Crop:
     box: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)  # left, top, right, bottom
 
 
-# Reference number -> crop. 01-15 train, 16-20 test, 21-25 validation.
+# Reference number -> crop. 01-15 train, 16-20 test, 21-25 validation. Every
+# reference is a colour photograph, as in TID2013: on a grey one some types
+# (colour saturation change) would do nothing, leaving a "distorted" image
+# identical to its reference.
 TID_REFERENCES: dict[int, Crop] = {
     1: Crop("astronaut"),
     2: Crop("astronaut", (0.25, 0.0, 0.75, 0.5)),
@@ -98,20 +101,20 @@ TID_REFERENCES: dict[int, Crop] = {
     8: Crop("motorcycle_right", (0.1, 0.2, 0.6, 0.8)),
     9: Crop("china"),
     10: Crop("china", (0.45, 0.1, 0.95, 0.6)),
-    11: Crop("camera"),
-    12: Crop("coins"),
-    13: Crop("gravel"),
-    14: Crop("moon"),
+    11: Crop("astronaut", (0.0, 0.4, 0.6, 1.0)),
+    12: Crop("rocket", (0.0, 0.0, 0.5, 0.6)),
+    13: Crop("motorcycle_left", (0.5, 0.3, 1.0, 0.9)),
+    14: Crop("china", (0.0, 0.4, 0.5, 1.0)),
     15: Crop("hubble", (0.2, 0.5, 0.55, 0.95)),
     16: Crop("flower"),
     17: Crop("coffee"),
     18: Crop("retina", (0.1, 0.1, 0.9, 0.9)),
     19: Crop("ihc"),
-    20: Crop("grass"),
+    20: Crop("flower", (0.3, 0.2, 0.9, 0.8)),
     21: Crop("grace_hopper"),
     22: Crop("chelsea"),
-    23: Crop("cell"),
-    24: Crop("brick"),
+    23: Crop("grace_hopper", (0.2, 0.05, 0.8, 0.6)),
+    24: Crop("chelsea", (0.3, 0.1, 0.9, 0.9)),
     25: Crop("colorwheel"),
 }
 

@@ -16,7 +16,6 @@ CNN and for evaluation).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
@@ -28,7 +27,7 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from tasks.storage import atomic_directory, atomic_write_json
+from tasks.storage import atomic_directory, atomic_write_json, file_sha256
 
 MANIFEST = "manifest.json"
 TARGET_SHARD_BYTES = 150 * 2**20
@@ -44,14 +43,6 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
             return np.asarray(image.convert("RGB"))
     except (OSError, ValueError) as exc:
         raise ShardError(f"{path}: cannot read image ({exc})") from None
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _encode(array: np.ndarray, encoding: str) -> bytes:
@@ -233,6 +224,21 @@ def augment(tf, source, target, seed=None):
     source = tf.cond(flip, lambda: tf.image.flip_left_right(source), lambda: source)
     target = tf.cond(flip, lambda: tf.image.flip_left_right(target), lambda: target)
     return source, target
+
+
+def read_metadata(split_dir: str | os.PathLike) -> list[dict]:
+    """Image id, distortion type and level of every record of a shard set, in
+    the order ``make_dataset(..., training=False)`` yields them; images are
+    not decoded."""
+    import tensorflow as tf
+
+    manifest = read_manifest(split_dir)
+    files = [str(Path(split_dir) / s["file"]) for s in manifest["shards"]]
+    wanted = {k: v for k, v in _features(tf).items() if k in ("image_id", "distortion", "level")}
+    ds = tf.data.Dataset.from_tensor_slices(files).interleave(
+        tf.data.TFRecordDataset, cycle_length=min(len(files), 8), deterministic=True)
+    return [{"image_id": r["image_id"].numpy().decode(), "distortion": int(r["distortion"]), "level": int(r["level"])}
+            for r in ds.map(lambda x: tf.io.parse_single_example(x, wanted))]
 
 
 def make_dataset(

@@ -1,14 +1,25 @@
-"""Writing files so that readers never see half of one: write a temporary
-sibling, flush it to disk, then rename it over the target."""
+"""Files on local disk: written so that readers never see half of one (write
+a temporary sibling, flush it to disk, then rename it over the target), and
+their sha256."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+
+def file_sha256(path: str | os.PathLike, block: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(block), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

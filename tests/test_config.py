@@ -23,6 +23,7 @@ def test_the_checked_in_params_file_is_valid():
     assert params.models["mirnet"].arch == "mirnet"
     assert variant_options(params.models["mirnet"]) == {
         "num_rrg": 3, "num_mrb": 2, "channels": 64, "skff_softmax": "channels", "non_local": False,
+        "identity_init": False,
     }
     assert params.models["cnn256"].options.channels == 256
     assert params.models["cnn256"].options.depth == 6  # the builder's default
@@ -35,7 +36,10 @@ def test_the_demo_profile_overrides_the_research_settings():
     assert load_params(ROOT / "params.yaml").profile == "demo"  # the embedded default
     assert demo.models["mirnet"].options.channels == 16 and demo.models["mirnet"].options.num_rrg == 1
     assert demo.train.epochs == 2 and demo.shards.crop_size == 64
-    assert demo.train.learning_rate == research.train.learning_rate  # the demo never overrides it
+    # the demo starts the residual models at the identity; the research keeps the example's initialisation
+    assert all(demo.models[m].options.identity_init for m in ("mirnet", "mirnet32", "mirnet_2x1", "mirnet_v2"))
+    assert not any(research.models[m].options.identity_init for m in ("mirnet", "mirnet32", "mirnet_2x1", "mirnet_v2"))
+    assert (research.train.loss, research.train.learning_rate) == ("mse", 1e-4)  # the research's settings
     assert demo.variant_train("cnn128").batch_size == 2 and research.variant_train("cnn128").batch_size == 8
     with pytest.raises(ConfigError, match="profile: unknown profile 'fast'"):
         parse_params(checked_in("fast"))
@@ -65,6 +69,29 @@ def test_a_bad_value_fails_with_a_message_naming_the_key(change, key, fragment):
     message = str(info.value)
     assert f"params.yaml: {key}:" in message
     assert fragment in message
+
+
+def test_architecture_options_read_from_source_match_the_builders():
+    import inspect
+
+    from model import ARCHITECTURES as built
+    from tasks.config import ARCHITECTURES as declared
+
+    assert set(declared) == set(built)
+    for name, arch in built.items():
+        signature = {k: p.default for k, p in arch.options().items() if k != "input_shape"}
+        assert {k: default for k, (_, default) in declared[name].items()} == signature, name
+        assert all(p.annotation is not inspect.Parameter.empty for p in arch.options().values())
+
+
+def test_reading_params_does_not_import_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys; from tasks.config import load_params; load_params(); "
+            "print(sorted(m for m in ('keras', 'tensorflow', 'model') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_bad_files_are_named(tmp_path):

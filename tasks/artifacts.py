@@ -1,0 +1,57 @@
+"""Where the pipeline's artefacts live: the one place that names them.
+
+Paths are relative to the project root, the working directory of every DVC
+stage and flow. ``dvc.yaml`` declares the same paths as stage outputs, and a
+test checks that the two agree.
+
+    data/raw/<dataset>/                 fetched, validated dataset
+    data/downloads/                     archives being downloaded (resumable)
+    data/prepared/<dataset>.parquet     pairs manifest
+    data/shards/<dataset>/<set>/        TFRecord shard set + manifest.json
+    models/<variant>/model.keras        trained model
+    checkpoints/<variant>/              resumable training state (not DVC-tracked)
+    reports/<variant>/                  training report: metrics, history, curves, grid
+    reports/evaluation/                 evaluation of every variant
+    reports/comparison.md               the variants against doing nothing
+    reports/model_zoo/                  size and cost of every variant
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DATA = Path("data")
+RAW = DATA / "raw"
+DOWNLOADS = DATA / "downloads"
+PREPARED = DATA / "prepared"
+SHARDS = DATA / "shards"
+MODELS = Path("models")
+CHECKPOINTS = Path("checkpoints")
+REPORTS = Path("reports")
+EVALUATION = REPORTS / "evaluation"
+COMPARISON = REPORTS / "comparison.md"
+MODEL_ZOO = REPORTS / "model_zoo"
+
+
+def raw_dataset(dataset: str) -> Path:
+    return RAW / dataset
+
+
+def pairs_manifest(dataset: str) -> Path:
+    return PREPARED / f"{dataset}.parquet"
+
+
+def shard_set(dataset: str, name: str) -> Path:
+    return SHARDS / dataset / name
+
+
+def model_file(variant: str) -> Path:
+    return MODELS / variant / "model.keras"
+
+
+def variant_reports(variant: str) -> Path:
+    return REPORTS / variant
+
+
+def checkpoints(variant: str) -> Path:
+    return CHECKPOINTS / variant
