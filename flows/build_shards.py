@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from tasks import artifacts
@@ -18,7 +18,7 @@ from tasks.config import Params, load_params
 from tasks.datasets import DATASETS, SHARD_SETS, shard_task
 
 
-@flow(name="build-shards", log_prints=True)
+@flow(name="build-shards")
 def build_shards(names: list[str], params: Params | None = None) -> dict:
     params = params or load_params()
     summary = {}
@@ -33,7 +33,7 @@ def build_shards(names: list[str], params: Params | None = None) -> dict:
         for key, m in summary.items()
     ]
     create_table_artifact(rows, key="shard-sets", description="TFRecord shard sets")
-    print(rows)
+    get_run_logger().info(rows)
     return summary
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from tqdm.auto import tqdm
 
@@ -30,7 +30,7 @@ def enhance_chunk(job: EnhanceJob, infos: list, run_id: str, index: int, done: d
     return process_chunk(job, infos, run_id, index, done)
 
 
-@flow(name="enhance", log_prints=True)
+@flow(name="enhance")
 def enhance(job: EnhanceJob) -> dict:
     infos = open_store(job.source, job.endpoint_url, job.region).list(job.include, job.exclude)
     run_id = new_run_id()
@@ -52,7 +52,7 @@ def enhance(job: EnhanceJob) -> dict:
     if failures:
         create_table_artifact(failures, key="enhance-failures", description="Images that failed")
     summary["failures"] = failures
-    print(summary)
+    get_run_logger().info(summary)
     return summary
 
 

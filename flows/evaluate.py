@@ -74,7 +74,7 @@ def log_to_training_runs(params: Params, results: dict) -> None:
                                           if isinstance(v, (int, float))})
 
 
-@flow(name="evaluate", log_prints=True)
+@flow(name="evaluate")
 def evaluate(variants: list[str] | None = None, params: Params | None = None) -> dict:
     params = params or load_params()
     settings = params.evaluate

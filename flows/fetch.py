@@ -14,7 +14,7 @@ from tasks.config import DataSettings, load_params
 from tasks.datasets import DATASETS, fetch_task
 
 
-@flow(name="fetch", log_prints=True)
+@flow(name="fetch")
 def fetch(names: list[str], settings: DataSettings | None = None) -> list[str]:
     settings = settings or load_params().data
     return [fetch_task(name, settings) for name in names]

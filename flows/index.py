@@ -9,14 +9,14 @@ from __future__ import annotations
 import sys
 
 import pandas as pd
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from tasks.config import DataSettings, load_params
 from tasks.datasets import DATASETS, index_task
 
 
-@flow(name="index", log_prints=True)
+@flow(name="index")
 def index(names: list[str], settings: DataSettings | None = None) -> dict[str, str]:
     settings = settings or load_params().data
     paths = {name: index_task(name, settings) for name in names}
@@ -25,7 +25,7 @@ def index(names: list[str], settings: DataSettings | None = None) -> dict[str, s
         for name, path in paths.items()
     ]
     create_table_artifact(counts, key="pairs-per-split", description="Pairs per split")
-    print(counts)
+    get_run_logger().info(counts)
     return paths
 
 

@@ -8,7 +8,7 @@ and publishes the table as a Prefect artifact.
 
 from __future__ import annotations
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from tasks import artifacts
@@ -17,7 +17,7 @@ from tasks.model_zoo import describe_variant_task, markdown_table
 from tasks.storage import atomic_write_json, atomic_write_text
 
 
-@flow(name="model-zoo", log_prints=True)
+@flow(name="model-zoo")
 def model_zoo(params: Params | None = None) -> dict:
     params = params or load_params()
     settings = params.summary
@@ -36,7 +36,7 @@ def model_zoo(params: Params | None = None) -> dict:
     }
     atomic_write_json(out / "summary.json", metrics)
     create_markdown_artifact(table, key="model-zoo", description="Model variants: size and cost")
-    print(table)
+    get_run_logger().info(table)
     return metrics
 
 

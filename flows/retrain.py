@@ -52,7 +52,7 @@ def promote_task(params: Params) -> dict:
     return decision.as_dict()
 
 
-@flow(name="retrain", log_prints=True)
+@flow(name="retrain")
 def retrain(params: Params | None = None, pull: bool = True, reproduce: bool = True,
             lock_file: str = LOCK_FILE) -> dict:
     logger = get_run_logger()
@@ -68,7 +68,7 @@ def retrain(params: Params | None = None, pull: bool = True, reproduce: bool = T
             logger.info(dvc("repro"))
         params = params or load_params()
         decision = promote_task(params)
-        print(decision)
+        logger.info(decision)
         return decision
     finally:
         lock.release()

@@ -24,7 +24,7 @@ def fit_task(name: str, params: Params) -> dict:
     return fit_variant(name, params)
 
 
-@flow(name="train", log_prints=True)
+@flow(name="train")
 def train(variant: str, params: Params | None = None) -> dict:
     params = params or load_params()
     if variant not in params.variants:

@@ -72,10 +72,11 @@ def selected_batches(split_dir: Path, max_images: int | None, batch_size: int = 
     for index, (source, target, _) in enumerate(make_dataset(split_dir, 1, training=False, with_metadata=True)):
         if index not in chosen:
             continue
+        source, target = source.numpy()[0], target.numpy()[0]
         if batch and (len(batch) == batch_size or batch[0][1].shape != source.shape):
             yield _stack(batch)
             batch = []
-        batch.append((records[index], source.numpy()[0], target.numpy()[0]))
+        batch.append((records[index], source, target))
     if batch:
         yield _stack(batch)
 

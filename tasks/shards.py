@@ -236,7 +236,7 @@ def read_metadata(split_dir: str | os.PathLike) -> list[dict]:
     files = [str(Path(split_dir) / s["file"]) for s in manifest["shards"]]
     wanted = {k: v for k, v in _features(tf).items() if k in ("image_id", "distortion", "level")}
     ds = tf.data.Dataset.from_tensor_slices(files).interleave(
-        tf.data.TFRecordDataset, cycle_length=min(len(files), 8), deterministic=True)
+        tf.data.TFRecordDataset, cycle_length=min(len(files), 8))  # sequential: the same order
     return [{"image_id": r["image_id"].numpy().decode(), "distortion": int(r["distortion"]), "level": int(r["level"])}
             for r in ds.map(lambda x: tf.io.parse_single_example(x, wanted))]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from model import build_model, enhance, get_loss, mae_metric, psnr_metric, ssim_metric
+from model import build_model, enhance, get_loss, mae, psnr, ssim
 from model.complexity import count_layers
 from tasks.config import Params, TrainSettings, variant_options
 from tasks.runtime import tune_for_this_machine
@@ -48,9 +48,38 @@ def cosine_schedule(settings: TrainSettings, steps_per_epoch: int):
     )
 
 
+class ValidationScores(keras.callbacks.Callback):
+    """Validation loss, PSNR, SSIM and MAE at the end of each epoch, on the same
+    batches every epoch, written into the epoch's logs as ``val_*`` for the
+    callbacks after it (learning-rate schedule, early stopping, history).
+
+    Computed here rather than as compiled metrics: those are traced into the
+    training step too, which costs every training stage seconds (tiny MIRNet
+    on 2 cores: 4-5 s), for training-batch figures nobody reads."""
+
+    def __init__(self, batches: list, loss):
+        super().__init__()
+        self.batches = batches  # (inputs, targets) numpy pairs
+        self.loss = loss
+
+    def on_epoch_end(self, epoch, logs=None):
+        started = time.perf_counter()
+        scores: dict[str, list[float]] = {"val_loss": [], "val_psnr": [], "val_ssim": [], "val_mae": []}
+        for inputs, targets in self.batches:
+            outputs = np.asarray(self.model.predict_on_batch(inputs), dtype=np.float32)
+            scores["val_loss"].append(float(self.loss(targets, outputs)))
+            scores["val_psnr"].extend(np.asarray(psnr(targets, outputs)).tolist())
+            scores["val_ssim"].extend(np.asarray(ssim(targets, outputs)).tolist())
+            scores["val_mae"].extend(np.asarray(mae(targets, outputs)).tolist())
+        if logs is not None:
+            logs.update({k: float(np.mean(v)) for k, v in scores.items()})
+            logs["val_seconds"] = time.perf_counter() - started
+
+
 class EpochLogger(keras.callbacks.Callback):
     """Per epoch: seconds, crops per second and the metrics, to MLflow and to a
-    CSV history written atomically (so a kill never leaves a torn line)."""
+    CSV history written atomically (so a kill never leaves a torn line). Runs
+    after ``ValidationScores``, whose time it leaves out of crops per second."""
 
     def __init__(self, history_path: Path, crops_per_step: int, steps_per_epoch: int):
         super().__init__()
@@ -60,16 +89,12 @@ class EpochLogger(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.perf_counter()
-        self.train_seconds = None
-
-    def on_test_begin(self, logs=None):
-        if self.train_seconds is None:
-            self.train_seconds = time.perf_counter() - self.started
 
     def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
         seconds = time.perf_counter() - self.started
-        train_seconds = self.train_seconds or seconds
-        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()},
+        train_seconds = seconds - logs.get("val_seconds", 0.0)
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()},
                "seconds": seconds,
                "crops_per_second": self.crops_per_step * self.steps_per_epoch / train_seconds}
         lr = self.model.optimizer.learning_rate
@@ -96,7 +121,7 @@ def write_history(path: Path, rows: list[dict]) -> None:
 
 
 def plot_curves(rows: list[dict], path: Path, title: str) -> None:
-    """Loss and PSNR per epoch, training and validation, as the research plots them."""
+    """Loss (training and validation) and validation PSNR per epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,7 +130,8 @@ def plot_curves(rows: list[dict], path: Path, title: str) -> None:
     epochs = [r["epoch"] for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, label in ((axes[0], "loss", "loss"), (axes[1], "psnr", "PSNR (dB, data range 1)")):
-        ax.plot(epochs, [r.get(key) for r in rows], "o-", label="train")
+        if any(key in r for r in rows):
+            ax.plot(epochs, [r.get(key) for r in rows], "o-", label="train")
         if any(f"val_{key}" in r for r in rows):
             ax.plot(epochs, [r.get(f"val_{key}") for r in rows], "o-", label="validation")
         ax.set_xlabel("epoch")
@@ -125,7 +151,6 @@ def plot_grid(model, validation_dir: Path, path: Path, count: int, title: str) -
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from model import psnr
 
     batch = next(iter(make_dataset(validation_dir, count, training=False)))
     inputs, targets = batch[0].numpy(), batch[1].numpy()
@@ -168,14 +193,14 @@ def fit_variant(name: str, params: Params, extra_callbacks=(), log_model: bool =
     steps = settings.steps_per_epoch or max(1, train_manifest["records"] // global_batch)
     validation_steps = settings.validation_steps or math.ceil(validation_manifest["records"] / global_batch)
     train_ds = make_dataset(train_dir, global_batch, training=True, seed=settings.seed)
-    validation_ds = make_dataset(validation_dir, global_batch, training=False, repeat=True)
+    validation = [(x.numpy(), y.numpy()) for x, y in
+                  make_dataset(validation_dir, global_batch, training=False, repeat=True).take(validation_steps)]
 
     with strategy.scope():
         model = build_model(spec.arch, **variant_options(spec))
         learning_rate = cosine_schedule(settings, steps) if settings.schedule == "cosine" else settings.learning_rate
         optimizer = keras.optimizers.Adam(learning_rate=learning_rate, global_clipnorm=settings.clip_norm)
-        model.compile(optimizer=optimizer, loss=get_loss(settings.loss),
-                      metrics=[psnr_metric, ssim_metric, mae_metric], jit_compile=accelerator["xla"])
+        model.compile(optimizer=optimizer, loss=get_loss(settings.loss), jit_compile=accelerator["xla"])
         # Adam's slots made now, not inside the first step: otherwise TensorFlow traces
         # the training step twice (tiny MIRNet on 2 cores: first step 14 s -> 5 s)
         optimizer.build(model.trainable_variables)
@@ -186,6 +211,7 @@ def fit_variant(name: str, params: Params, extra_callbacks=(), log_model: bool =
     if not resumed:
         history_path.unlink(missing_ok=True)
     callbacks = [
+        ValidationScores(validation, get_loss(settings.loss)),  # first: the callbacks below read its val_* logs
         keras.callbacks.BackupAndRestore(str(checkpoints / "backup"), save_freq="epoch", delete_checkpoint=True),
         EpochLogger(history_path, global_batch, steps),
         keras.callbacks.TerminateOnNaN(),
@@ -211,8 +237,7 @@ def fit_variant(name: str, params: Params, extra_callbacks=(), log_model: bool =
     with tracking.run(params.mlflow, name, checkpoints / "mlflow_run_id", tags) as run:
         tracking.log_params(flat)
         tracking.log_metrics({"parameters": model.count_params(), "layers": count_layers(model)})
-        model.fit(train_ds, epochs=settings.epochs, steps_per_epoch=steps, validation_data=validation_ds,
-                  validation_steps=validation_steps, callbacks=callbacks, verbose=2)
+        model.fit(train_ds, epochs=settings.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=2)
 
         rows = read_history(history_path)
         best = max(rows, key=lambda r: r.get("val_psnr", -math.inf))
@@ -238,7 +263,7 @@ def fit_variant(name: str, params: Params, extra_callbacks=(), log_model: bool =
             tracking.log_artifact(reports / artifact)
         registered = None
         if log_model:
-            registered = tracking.log_and_register_model(model, name, np.asarray(next(iter(validation_ds))[0][:1]))
+            registered = tracking.log_and_register_model(model, name, validation[0][0][:1])
         atomic_write_json(reports / "mlflow.json", {
             "run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
             "registered_model": name if registered else None, "version": registered,

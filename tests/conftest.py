@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
+import uuid
 from pathlib import Path
 
 # Isolate Prefect's home and keep everything offline before anything imports Prefect.
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect-home-"))
+# Every process this suite starts inherits this mark, so the end of the session
+# can find any that outlived their test (pytest_sessionfinish below).
+SESSION_MARK = "MIRNET_PIPELINE_TEST_SESSION"
+os.environ[SESSION_MARK] = uuid.uuid4().hex
 from tasks.environment import apply_defaults  # noqa: E402
 
 apply_defaults()
@@ -78,3 +84,41 @@ def _isolated_mlflow_uri():
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     if before is not None:
         os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+def processes_left_behind() -> list:
+    """Processes other than this one that carry this session's mark."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter():
+        if process.pid == os.getpid():
+            continue
+        try:
+            if process.environ().get(SESSION_MARK) == os.environ[SESSION_MARK]:
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if a process started by a test is still running (after a
+    grace period for ones being stopped), and stop it."""
+    deadline = time.monotonic() + 15
+    left = processes_left_behind()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = processes_left_behind()
+    if not left:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    for process in left:
+        try:
+            line = " ".join(process.cmdline())[:300]
+            process.kill()
+        except Exception:  # noqa: BLE001  (gone meanwhile)
+            line = "(exited)"
+        if reporter is not None:
+            reporter.write_line(f"process left behind by the tests: pid {process.pid}: {line}", red=True)
+    session.exitstatus = 1

@@ -1,0 +1,162 @@
+"""The main job as a newcomer gets it: `git clone` of the committed HEAD, then
+`./pipeline demo` (the README's command, with this suite's environment so
+nothing is installed twice). It must succeed offline, leave git's view of the
+clone clean, show models that enhance, and keep `dvc repro` trustworthy."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[2]
+MIRNET_FAMILY = ("mirnet", "mirnet32", "mirnet_2x1", "mirnet_v2")
+DEMO_SECONDS = 8 * 60  # the README's figure; the timeout below leaves twice as much and more
+
+pytestmark = pytest.mark.e2e
+
+
+def run(cmd, cwd, env, timeout=1200):
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{cmd} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """A clone of HEAD after `./pipeline demo`: (clone, its environment, the demo's output)."""
+    # The clone shares this suite's environment; ./pipeline would rebuild it if
+    # the committed dependencies differed from the ones it was built from.
+    dirty = subprocess.run(["git", "diff", "--name-only", "HEAD", "--", "pyproject.toml", "requirements.lock"],
+                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    assert not dirty, f"commit {dirty} first: the end-to-end test runs the committed HEAD in this environment"
+    clone = tmp_path_factory.mktemp("newcomer") / "mirnet-pipeline"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, timeout=120)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env["PIPELINE_VENV"] = str(Path(sys.prefix))
+    output = run(["./pipeline", "demo"], clone, env, timeout=4 * DEMO_SECONDS)
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    return clone, env, output
+
+
+def test_a_fresh_clone_runs_every_stage_and_stays_clean_for_git(demo):
+    clone, env, output = demo
+    variants = list(yaml.safe_load((clone / "params.yaml").read_text())["variants"])
+    for stage in ["fetch@tid2013", "fetch@lol", "index", "shards", *[f"train@{v}" for v in variants],
+                  "evaluate", "enhance", "model_zoo"]:
+        assert f"Running stage '{stage}'" in output, stage
+    # nothing the demo wrote shows up for git, except the lock file DVC asks users to commit
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True,
+                            check=True).stdout.splitlines()
+    assert status == ["?? dvc.lock"], status
+
+
+def test_the_demo_ends_with_a_summary_and_where_to_look(demo):
+    _, _, output = demo
+    assert "PSNR on the validation images" in output
+    for variant in (*MIRNET_FAMILY, "mirnet_lol"):
+        assert f"\n  {variant} " in output, variant
+    assert "reports/comparison.md" in output and "mlflow ui" in output
+
+
+def test_the_mirnet_family_never_makes_tid2013_worse_and_clearly_denoises(demo):
+    clone, _, _ = demo
+    metrics = json.loads((clone / "reports/evaluation/metrics.json").read_text())
+    for variant in MIRNET_FAMILY:
+        validation = metrics[variant]["tid2013"]["validation"]
+        assert validation["images"] == 24
+        assert sorted(map(int, validation["per_type"])) == list(range(1, 25))  # every type evaluated
+        assert validation["psnr_gain"] >= 0.0, (variant, validation["psnr_gain"])
+        assert validation["per_type"]["1"]["psnr_gain"] >= 1.0, (variant, validation["per_type"]["1"])
+
+
+def test_the_low_light_model_brightens_without_a_colour_cast(demo):
+    clone, _, _ = demo
+    lol = json.loads((clone / "reports/evaluation/metrics.json").read_text())["mirnet_lol"]["lol"]["validation"]
+    assert lol["psnr_gain"] >= 6.0, lol
+    for channel in "rgb":
+        assert abs(lol[f"output_bias_{channel}"]) <= 0.03, (channel, lol)
+
+
+def test_the_comparison_explains_itself(demo):
+    clone, _, _ = demo
+    text = (clone / "reports/comparison.md").read_text()
+    assert "| mirnet_lol | lol | validation |" in text
+    assert "## PSNR gain per distortion type: tid2013, validation" in text
+    assert "| 1 | Additive Gaussian noise |" in text
+    assert "`cnn128`: the research's plain CNN has no global residual" in text
+    per_type = pd.read_csv(clone / "reports/evaluation/per_type.csv")
+    assert set(per_type[per_type.dataset == "tid2013"].distortion) == set(range(1, 25))
+    assert (clone / "reports/evaluation/before_after.png").stat().st_size > 10_000
+
+
+def test_the_last_stage_enhanced_a_folder_and_measured_it(demo):
+    clone, _, _ = demo
+    enhanced = pd.read_parquet(clone / "data/enhanced/lol_eval15/metrics.parquet")
+    assert len(enhanced) == 15 and (enhanced.status == "ok").all()
+    assert enhanced.psnr.notna().all()
+    assert (enhanced.after_mean_luminance > enhanced.before_mean_luminance).all()
+
+
+def test_mlflow_has_a_finished_run_and_a_candidate_per_variant(demo):
+    clone, _, _ = demo
+    variants = yaml.safe_load((clone / "params.yaml").read_text())["variants"]
+    mlflow.set_tracking_uri(f"sqlite:///{clone / 'mlflow.db'}")
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("mirnet-pipeline").experiment_id])
+    assert sorted(r.data.tags["variant"] for r in runs) == sorted(variants)
+    assert all(r.info.status == "FINISHED" for r in runs)
+    for variant, spec in variants.items():
+        assert int(client.get_model_version_by_alias(variant, "candidate").version) == 1
+        info = json.loads((clone / "reports" / variant / "mlflow.json").read_text())
+        assert f"eval.{spec['dataset']}.validation.output_psnr" in client.get_run(info["run_id"]).data.metrics
+
+
+def test_dvc_repro_is_trustworthy_after_the_demo(demo):
+    clone, env, _ = demo
+    dvc = [sys.executable, "-m", "dvc"]
+    assert "Running stage" not in run(dvc + ["repro"], clone, env)
+    variants = list(yaml.safe_load((clone / "params.yaml").read_text())["variants"])
+
+    def edit(change):
+        params = yaml.safe_load((clone / "params.yaml").read_text())
+        change(params)
+        (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    def changed() -> set[str]:
+        return set(json.loads(run(dvc + ["status", "--json"], clone, env)))
+
+    # a new learning rate invalidates the training stages; evaluation and
+    # enhancement follow through the models they depend on
+    edit(lambda p: p["profiles"]["demo"]["train"].update(learning_rate=1e-3))
+    assert changed() == {f"train@{v}" for v in variants}
+    dry = run(dvc + ["repro", "--dry"], clone, env)
+    for stage in (*[f"train@{v}" for v in variants], "evaluate", "enhance"):
+        assert f"Running stage '{stage}'" in dry, stage
+    for stage in ("fetch@tid2013", "fetch@lol", "index", "shards", "model_zoo"):
+        assert f"Running stage '{stage}'" not in dry, stage
+    subprocess.run(["git", "checkout", "params.yaml"], cwd=clone, check=True)
+
+    # editing a module re-runs the stages that import it, and only those
+    with open(clone / "tasks/evaluate.py", "a") as handle:
+        handle.write("\n# edited\n")
+    assert changed() == {"evaluate"}
+    subprocess.run(["git", "checkout", "tasks/evaluate.py"], cwd=clone, check=True)
+
+    # a new crop size invalidates the shards only, and re-running them leaves the rest alone
+    edit(lambda p: p["profiles"]["demo"]["shards"].update(crop_size=48))
+    assert changed() == {"shards"}
+    third = run(dvc + ["repro", "shards"], clone, env)
+    assert "Running stage 'shards'" in third
+    for stage in ("fetch@tid2013", "fetch@lol", "index"):
+        assert f"Running stage '{stage}'" not in third
+    manifest = json.loads((clone / "data/shards/tid2013/train/manifest.json").read_text())
+    assert manifest["crop_size"] == 48
