@@ -95,11 +95,20 @@ def log_artifact(path: Path) -> None:
     mlflow.log_artifact(str(path))
 
 
-def log_and_register_model(model, name: str, example) -> int:
-    """Log the model with a signature, register it as a new version of the
-    registered model ``name`` and point the alias ``candidate`` at it."""
-    from mlflow.models import infer_signature
+def image_signature(channels: int = 3):
+    """Any batch of float32 images of any height and width in, the same shape out."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
 
+    images = Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1, channels))])
+    return ModelSignature(inputs=images, outputs=images)
+
+
+def log_and_register_model(model, name: str) -> int:
+    """Log the model with a signature of free batch, height and width, register
+    it as a new version of the registered model ``name`` and point the alias
+    ``candidate`` at it."""
     from importlib.metadata import PackageNotFoundError, version as installed
 
     requirements = []
@@ -108,9 +117,8 @@ def log_and_register_model(model, name: str, example) -> int:
             requirements.append(f"{package}=={installed(package)}")
         except PackageNotFoundError:
             continue
-    signature = infer_signature(example, model.predict(example, verbose=0))
-    info = mlflow.keras.log_model(model, name="model", signature=signature, registered_model_name=name,
-                                  pip_requirements=requirements)
+    info = mlflow.keras.log_model(model, name="model", signature=image_signature(model.input_shape[-1]),
+                                  registered_model_name=name, pip_requirements=requirements)
     version = int(info.registered_model_version)
     MlflowClient().set_registered_model_alias(name, CANDIDATE, version)
     return version

@@ -263,7 +263,7 @@ def fit_variant(name: str, params: Params, extra_callbacks=(), log_model: bool =
             tracking.log_artifact(reports / artifact)
         registered = None
         if log_model:
-            registered = tracking.log_and_register_model(model, name, validation[0][0][:1])
+            registered = tracking.log_and_register_model(model, name)
         atomic_write_json(reports / "mlflow.json", {
             "run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
             "registered_model": name if registered else None, "version": registered,

@@ -210,12 +210,32 @@ def test_tiled_and_whole_image_outputs_agree(model_file):
     assert difference.mean() < 0.02
 
 
+# The batch job in a child process that kills itself (SIGKILL, no clean-up) right
+# after writing its KILL_AFTER-th output image: deterministic, whatever the timing.
+KILLED_BATCH = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+from tasks.objects import LocalStore
+from flows.enhance import main
+
+write, written = LocalStore.write, []
+
+def write_then_die(self, key, data, metadata=None):
+    write(self, key, data, metadata)
+    if key.endswith(".png"):
+        written.append(key)
+        if len(written) == int(os.environ["KILL_AFTER"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+LocalStore.write = write_then_die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_a_killed_batch_resumes_without_losing_or_duplicating(tmp_path, model_file):
     import os
-    import signal
     import subprocess
     import sys
-    import time
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
@@ -223,26 +243,25 @@ def test_a_killed_batch_resumes_without_losing_or_duplicating(tmp_path, model_fi
     source.mkdir()
     for i in range(12):
         photo(64, 48, seed=i).save(source / f"img{i:02d}.png")
-    command = [sys.executable, "-m", "flows.enhance", str(source), str(destination), "--model", model_file,
-               "--chunk-size", "2"]
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    first = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    arguments = [str(source), str(destination), "--model", model_file, "--chunk-size", "2"]
+    env = {**os.environ, "PYTHONPATH": str(root), "KILL_AFTER": "5"}
+    # chunks run one after another: two whole chunks (4 rows) are saved, and the
+    # third dies after writing its first output, before its rows are saved
+    first = subprocess.run([sys.executable, "-c", KILLED_BATCH.format(root=str(root)), *arguments], cwd=root,
+                           env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == -9, first.stderr[-3000:]
     state = destination / ".enhance"
-    deadline = time.monotonic() + 300
-    while not list(state.glob("part-*.parquet")) and time.monotonic() < deadline and first.poll() is None:
-        time.sleep(0.05)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
-    done_before = sum(len(pd.read_parquet(p)) for p in state.glob("part-*.parquet"))
-    assert 0 < done_before < 12  # killed mid-batch
+    assert sum(len(pd.read_parquet(p)) for p in state.glob("part-*.parquet")) == 4
+    assert (destination / "img04.png").exists() and not (destination / "img05.png").exists()
     assert not (destination / "metrics.parquet").exists()
 
-    second = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    second = subprocess.run([sys.executable, "-m", "flows.enhance", *arguments], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     table = pd.read_parquet(destination / "metrics.parquet")
-    assert sorted(table.key) == [f"img{i:02d}.png" for i in range(12)]
-    assert table.key.is_unique
-    assert set(table.status) <= {"ok", "skipped"} and (table.status == "skipped").sum() >= done_before
+    assert table.key.tolist() == [f"img{i:02d}.png" for i in range(12)]
+    assert table.set_index("key").status.to_dict() == {
+        f"img{i:02d}.png": "skipped" if i < 4 else "ok" for i in range(12)}
     outputs = sorted(p.name for p in destination.iterdir() if p.is_file())
     assert outputs == sorted([f"img{i:02d}.png" for i in range(12)] + ["metrics.parquet"])
     assert not [p for p in destination.rglob("*.tmp")]
