@@ -13,20 +13,15 @@ import sys
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from tasks import artifacts
 from tasks.config import Params, load_params
-from tasks.datasets import DATASETS, SHARD_SETS, shard_task
+from tasks.datasets import DATASETS, shard_task
 
 
 @flow(name="build-shards")
 def build_shards(names: list[str], params: Params | None = None) -> dict:
     params = params or load_params()
-    summary = {}
-    for name in names:
-        manifest = str(artifacts.pairs_manifest(name))
-        for shard_set in SHARD_SETS:
-            out = artifacts.shard_set(name, shard_set)
-            summary[f"{name}/{shard_set}"] = shard_task(manifest, str(out), shard_set, params.shards)
+    summary = {f"{name}/{set_name}": manifest for name in names
+               for set_name, manifest in shard_task(name, params.shards).items()}
     rows = [
         {"set": key, "kind": m["kind"], "records": m["records"], "shards": len(m["shards"]),
          "MB": round(sum(s["bytes"] for s in m["shards"]) / 2**20, 1)}

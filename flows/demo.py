@@ -1,20 +1,29 @@
-"""The main job: the whole pipeline with ``dvc repro``, with Prefect's own
-server on 127.0.0.1 for its length, then what came out of it.
+"""The main job: the whole pipeline through DVC, with Prefect's own server on
+127.0.0.1 for its length, then what came out of it.
 
     ./pipeline demo              # = python -m flows.demo
-    ./pipeline demo --force      # arguments go to `dvc repro`
+    ./pipeline demo --force      # arguments go to `dvc repro` (stages then run one at a time)
 
-Exits with ``dvc repro``'s status. Nothing it starts (the Prefect server,
-``dvc`` and its stages) outlives it, also when it is stopped with Ctrl-C or
-killed.
+DVC runs one stage at a time. The training stages depend only on the shards
+and not on each other, so the demo runs the stale ones ``TRAINING_JOBS`` at a
+time itself, each with the command dvc.yaml gives it, and records each with
+``dvc commit`` as DVC does after running a stage; ``dvc repro`` runs the rest.
+``dvc status`` is clean afterwards and a second ``dvc repro`` runs nothing.
+
+Exits non-zero when a stage fails. Nothing it starts (the Prefect server,
+``dvc``, the stages) outlives it, also when it is stopped with Ctrl-C or killed.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 import signal
+import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tasks import artifacts
@@ -22,10 +31,93 @@ from tasks.config import ConfigError, load_params
 from tasks.services import prefect_server, start_child, stop_child
 
 PREFECT_LOG = Path(".prefect") / "server.log"
+TRAINING = "train@"  # the foreach group of independent training stages
+TRAINING_JOBS = 2  # two at a time: one trains while the other starts up or writes its reports
+DVC = [sys.executable, "-m", "dvc"]
+
+
+class StageFailed(RuntimeError):
+    """A stage's command exited non-zero."""
 
 
 def _stop(signum, frame):  # SIGTERM ends the demo the way Ctrl-C does
     raise KeyboardInterrupt
+
+
+class Children:
+    """The processes this demo has running, stopped together on the way out."""
+
+    def __init__(self):
+        self.running: set[subprocess.Popen] = set()
+        self.lock = threading.Lock()
+
+    def run(self, command: list[str], prefix: str = "") -> int:
+        """Run ``command``; with a ``prefix``, its output lines are prefixed."""
+        with self.lock:
+            child = start_child(command, stdout=subprocess.PIPE if prefix else None,
+                                stderr=subprocess.STDOUT if prefix else None, text=True)
+            self.running.add(child)
+        try:
+            if prefix:
+                for line in child.stdout:
+                    print(f"{prefix}{line}", end="", flush=True)
+            return child.wait()
+        finally:
+            with self.lock:
+                self.running.discard(child)
+
+    def stop(self) -> None:
+        with self.lock:
+            for child in list(self.running):
+                stop_child(child)
+
+
+def stale_stages() -> list[str]:
+    out = subprocess.run([*DVC, "status", "--json"], capture_output=True, text=True, check=True).stdout
+    return list(json.loads(out or "{}"))
+
+
+def pipeline() -> tuple[dict[str, str], list[str]]:
+    """Every stage's command, and the stages the training stages depend on."""
+    import networkx
+    from dvc.repo import Repo
+
+    with Repo(".") as repo:
+        graph = repo.index.graph  # edges point from a stage to the stages it depends on
+        commands = {stage.addressing: stage.cmd for stage in graph.nodes}
+        upstream = {s.addressing for stage in graph.nodes if stage.addressing.startswith(TRAINING)
+                    for s in networkx.descendants(graph, stage)}
+    return commands, sorted(upstream)
+
+
+def train_concurrently(children: Children, commands: dict[str, str]) -> list[str]:
+    """Run the stale training stages ``TRAINING_JOBS`` at a time and commit each."""
+    stale = [s for s in stale_stages() if s.startswith(TRAINING)]
+    if not stale:
+        return []
+    commit = threading.Lock()  # dvc commit takes DVC's repository lock: one at a time
+    print(f">> training {', '.join(s.removeprefix(TRAINING) for s in stale)}, {TRAINING_JOBS} at a time",
+          flush=True)
+
+    def train(stage: str) -> str:
+        started = time.monotonic()
+        if children.run(shlex.split(commands[stage]), prefix=f"[{stage.removeprefix(TRAINING)}] ") != 0:
+            raise StageFailed(f"stage {stage!r} failed: {commands[stage]}")
+        with commit:
+            if children.run([*DVC, "commit", "--force", "--quiet", stage]) != 0:
+                raise StageFailed(f"dvc commit {stage} failed")
+        print(f">> {stage} done in {time.monotonic() - started:.0f} s", flush=True)
+        return stage
+
+    with ThreadPoolExecutor(TRAINING_JOBS) as pool:
+        futures = [pool.submit(train, stage) for stage in stale]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            children.stop()
+            raise
 
 
 def headline(metrics: dict, split: str = "validation") -> list[dict]:
@@ -50,11 +142,11 @@ def summary_text(metrics: dict, seconds: float) -> str:
     lines += [
         "",
         "Where to look next:",
-        f"  {artifacts.COMPARISON}                       every variant against doing nothing, per distortion type",
-        f"  {artifacts.EVALUATION / 'before_after.png'}   input / output / target",
-        f"  {artifacts.REPORTS}/<variant>/grid.png, curves.png       per variant: samples and training curves",
-        "  ./pipeline run mlflow ui --backend-store-uri sqlite:///mlflow.db   runs, metrics, registered models",
-        "  ./pipeline run dvc metrics show                              the same figures through DVC",
+        f"  {artifacts.COMPARISON}   every variant against doing nothing, per distortion type",
+        f"  {artifacts.EVALUATION / 'before_after.png'}   input, output and target side by side",
+        f"  {artifacts.REPORTS}/<variant>/   per variant: training curves (curves.png), samples (grid.png)",
+        "  ./pipeline run mlflow ui --backend-store-uri sqlite:///mlflow.db   runs, metrics, models",
+        "  ./pipeline run dvc metrics show   the same figures through DVC",
     ]
     return "\n".join(lines)
 
@@ -67,22 +159,26 @@ def main(argv: list[str]) -> int:
         return 2
     signal.signal(signal.SIGTERM, _stop)
     started = time.monotonic()
-    dvc = None
+    children = Children()
     try:
         with prefect_server(PREFECT_LOG) as url:
             print(f">> Prefect server on {url.removesuffix('/api')} (log: {PREFECT_LOG})", flush=True)
-            dvc = start_child([sys.executable, "-m", "dvc", "repro", *argv])
-            status = dvc.wait()
-            dvc = None
+            if not argv:  # the default run: what precedes training, training two at a time, then the rest
+                commands, upstream = pipeline()
+                if children.run([*DVC, "repro", *upstream]) != 0:
+                    raise StageFailed("dvc repro " + " ".join(upstream) + " failed")
+                train_concurrently(children, commands)
+            status = children.run([*DVC, "repro", *argv])
+            if status != 0:
+                raise StageFailed(f"dvc repro failed (status {status})")
+    except StageFailed as exc:
+        print(f">> {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\n>> stopped", file=sys.stderr)
         return 130
     finally:
-        if dvc is not None:
-            stop_child(dvc)
-    if status != 0:
-        print(f">> dvc repro failed (status {status})", file=sys.stderr)
-        return status
+        children.stop()
     metrics_file = artifacts.EVALUATION / "metrics.json"
     if metrics_file.exists():
         print("\n" + summary_text(json.loads(metrics_file.read_text()), time.monotonic() - started))

@@ -22,7 +22,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
 from tasks import artifacts
-from tasks.config import FigureRow, Params, load_params
+from tasks.config import EvaluateSettings, FigureRow, Params, load_params
 from tasks.evaluate import (aggregate, before_after_figure, comparison_text, evaluate_split, first_of_type,
                             summarize)
 from tasks.storage import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -38,7 +38,7 @@ def evaluate_split_task(variants: list[str], dataset: str, split: str, max_image
 
 
 @task(name="before-after-figure")
-def figure_task(rows: list[FigureRow], max_images: int | None) -> str:
+def figure_task(rows: list[FigureRow], settings: EvaluateSettings) -> str:
     from model import enhance
     from tasks.trained_models import load_model
 
@@ -46,7 +46,7 @@ def figure_task(rows: list[FigureRow], max_images: int | None) -> str:
     for row in rows:
         model = load_model(artifacts.model_file(row.variant))[0]
         record, source, target = first_of_type(artifacts.shard_set(row.dataset, "validation"), row.distortion,
-                                               max_images)
+                                               settings.images(row.dataset))
         title = f"{row.variant} on {row.dataset} {record['image_id']}"
         panels.append({"title": title, "input": source, "output": enhance(model, source), "target": target})
     path = artifacts.EVALUATION / "before_after.png"
@@ -87,7 +87,7 @@ def evaluate(variants: list[str] | None = None, params: Params | None = None) ->
         spec = params.variants[variant]
         for dataset in spec.evaluate_on or [spec.dataset]:
             on.setdefault(dataset, []).append(variant)
-    per_image = pd.concat([evaluate_split_task(names, dataset, split, settings.max_images)
+    per_image = pd.concat([evaluate_split_task(names, dataset, split, settings.images(dataset))
                            for dataset, names in on.items() for split in settings.splits], ignore_index=True)
 
     out = artifacts.EVALUATION
@@ -100,7 +100,7 @@ def evaluate(variants: list[str] | None = None, params: Params | None = None) ->
     rows = settings.figure or [FigureRow(variant=v, dataset=params.variants[v].dataset,
                                          distortion=int(per_image[(per_image.variant == v)].distortion.min()))
                                for v in chosen]
-    figure_task(rows, settings.max_images)
+    figure_task(rows, settings)
     architectures = {v: params.models[params.variants[v].model].arch for v in chosen}
     text = comparison_text(results, per_type, params.profile, settings.research_psnr, architectures)
     atomic_write_text(artifacts.COMPARISON, text)

@@ -203,11 +203,16 @@ class FigureRow(Strict):
 
 class EvaluateSettings(Strict):
     splits: list[Literal["validation", "test"]] = ["validation", "test"]
-    # per dataset and split; None: all. Fewer than all are taken evenly across
-    # distortion types (tasks.evaluate.balanced_order)
-    max_images: int | None = Field(None, ge=1)
+    # per split, for every dataset or per dataset ({tid2013: 24, lol: 64}); None:
+    # all. Fewer than all are taken evenly across distortion types
+    # (tasks.evaluate.balanced_order)
+    max_images: Annotated[int, Field(ge=1)] | dict[str, Annotated[int, Field(ge=1)]] | None = None
     # rows of reports/evaluation/before_after.png; empty: each variant on its own dataset
     figure: list[FigureRow] = Field(default_factory=list)
+
+    def images(self, dataset: str) -> int | None:
+        """How many images of each split of ``dataset`` are evaluated (None: all)."""
+        return self.max_images.get(dataset) if isinstance(self.max_images, dict) else self.max_images
     # PSNR the research reported per variant, as [low, high] on its own scale
     # (Keras example: max_val=255 on [0, 1] images, i.e. +48.13 dB)
     research_psnr: dict[str, tuple[float, float]] = Field(default_factory=dict)

@@ -15,7 +15,7 @@ from prefect import task
 from tasks import artifacts, lol, sample, tid2013
 from tasks.config import DataSettings, ShardSettings
 from tasks.fetch import fetch_dataset
-from tasks.shards import write_shards
+from tasks.shards import ShardSet, write_shard_sets
 from tasks.storage import atomic_write_bytes, file_sha256
 
 
@@ -88,20 +88,20 @@ SHARD_SETS = {
 }
 
 
-@task(name="build-shard-set")
-def shard_task(manifest_path: str, out_dir: str, name: str, settings: ShardSettings) -> dict:
-    """One shard set of ``SHARD_SETS``."""
+@task(name="build-shard-sets")
+def shard_task(name: str, settings: ShardSettings) -> dict:
+    """Every set of ``SHARD_SETS`` for dataset ``name``; the sets of one split
+    are written in one pass over its pairs."""
+    manifest_path = artifacts.pairs_manifest(name)
     pairs = pd.read_parquet(manifest_path)
-    split, kind, crops = SHARD_SETS[name]
-    return write_shards(
-        pairs[pairs.split == split].reset_index(drop=True),
-        out_dir,
-        split=name,
-        kind=kind,
-        crop_size=settings.crop_size,
-        crops_per_pair=crops or settings.crops_per_pair,
-        seed=settings.seed,
-        encoding=settings.encoding,
-        target_shard_bytes=int(settings.target_shard_mb * 2**20),
-        source_manifest_sha256=file_sha256(manifest_path),
-    )
+    digest = file_sha256(manifest_path)
+    manifests = {}
+    for split in dict.fromkeys(split for split, _, _ in SHARD_SETS.values()):
+        sets = {artifacts.shard_set(name, set_name): ShardSet(set_name, kind, crops or settings.crops_per_pair)
+                for set_name, (of, kind, crops) in SHARD_SETS.items() if of == split}
+        manifests.update(write_shard_sets(
+            pairs[pairs.split == split].reset_index(drop=True), sets,
+            crop_size=settings.crop_size, seed=settings.seed, encoding=settings.encoding,
+            target_shard_bytes=int(settings.target_shard_mb * 2**20), source_manifest_sha256=digest,
+        ))
+    return manifests

@@ -16,10 +16,13 @@ CNN and for evaluation).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +34,7 @@ from tasks.storage import atomic_directory, atomic_write_json, file_sha256
 
 MANIFEST = "manifest.json"
 TARGET_SHARD_BYTES = 150 * 2**20
+READ_AHEAD = 4  # pairs decoded ahead of the writer
 
 
 class ShardError(ValueError):
@@ -77,10 +81,22 @@ def _example(tf, input_img, target_img, row, encoding: str) -> bytes:
     ).SerializeToString()
 
 
-def _records(pairs: pd.DataFrame, kind: str, crop_size: int, crops_per_pair: int, seed: int):
-    """(input, target, row) per record, in a seeded order mixing all pairs."""
+@dataclass(frozen=True)
+class ShardSet:
+    """One set to write: its name (folder and file prefix), ``crops`` or
+    ``full``, and crops per pair (crop sets only)."""
+
+    name: str
+    kind: str = "crops"
+    crops_per_pair: int = 1
+
+
+def _pairs_in_order(pairs: pd.DataFrame, seed: int):
+    """(index, row, input, target) of every pair in a seeded order, each pair
+    read once; the next pairs are decoded on a thread while this one is used."""
     order = np.random.default_rng(seed).permutation(len(pairs))
-    for index in order:
+
+    def load(index):
         row = pairs.iloc[index]
         source, target = load_rgb(row.input_path), load_rgb(row.target_path)
         if source.shape != target.shape:
@@ -88,81 +104,103 @@ def _records(pairs: pd.DataFrame, kind: str, crop_size: int, crops_per_pair: int
                 f"{row.input_path}: size {source.shape[1]}x{source.shape[0]} differs from its "
                 f"target {row.target_path} ({target.shape[1]}x{target.shape[0]})"
             )
-        if kind == "full":
-            yield source, target, row
-            continue
-        height, width = source.shape[:2]
-        if height < crop_size or width < crop_size:
-            raise ShardError(f"{row.input_path}: {width}x{height} is smaller than the {crop_size} crop")
-        rng = np.random.default_rng([seed, int(index)])
-        for _ in range(crops_per_pair):
-            y = int(rng.integers(0, height - crop_size + 1))
-            x = int(rng.integers(0, width - crop_size + 1))
-            window = (slice(y, y + crop_size), slice(x, x + crop_size))
-            yield source[window], target[window], row
+        return index, row, source, target
+
+    with ThreadPoolExecutor(1) as pool:
+        pending = [pool.submit(load, i) for i in order[:READ_AHEAD]]
+        for i in order[READ_AHEAD:]:
+            yield pending.pop(0).result()
+            pending.append(pool.submit(load, i))
+        for future in pending:
+            yield future.result()
 
 
-def write_shards(
+def _crops(source, target, index: int, crop_size: int, count: int, seed: int, path):
+    height, width = source.shape[:2]
+    if height < crop_size or width < crop_size:
+        raise ShardError(f"{path}: {width}x{height} is smaller than the {crop_size} crop")
+    rng = np.random.default_rng([seed, int(index)])
+    for _ in range(count):
+        y = int(rng.integers(0, height - crop_size + 1))
+        x = int(rng.integers(0, width - crop_size + 1))
+        window = (slice(y, y + crop_size), slice(x, x + crop_size))
+        yield source[window], target[window]
+
+
+def write_shard_sets(
     pairs: pd.DataFrame,
-    out_dir: str | os.PathLike,
+    sets: dict[str | os.PathLike, ShardSet],
     *,
-    split: str,
-    kind: str = "crops",
     crop_size: int = 128,
-    crops_per_pair: int = 8,
     seed: int = 0,
     encoding: str = "raw",
     target_shard_bytes: int = TARGET_SHARD_BYTES,
     source_manifest_sha256: str | None = None,
     progress: bool = True,
-) -> dict:
-    """Write the pairs as a shard set in ``out_dir`` (replaced whole, or left as
-    it was on any error). Returns the set's manifest."""
+) -> dict[str, dict]:
+    """Write the pairs as shard sets ({folder: set}), reading each pair once for
+    all of them. Each folder is replaced whole, or left as it was on any error.
+    Returns each set's manifest by set name."""
     import tensorflow as tf
 
-    if kind not in ("crops", "full"):
-        raise ValueError(f"kind must be 'crops' or 'full', got {kind!r}")
+    for shard_set in sets.values():
+        if shard_set.kind not in ("crops", "full"):
+            raise ValueError(f"kind must be 'crops' or 'full', got {shard_set.kind!r}")
     if encoding not in ("raw", "png"):
         raise ValueError(f"encoding must be 'raw' or 'png', got {encoding!r}")
     if pairs.empty:
-        raise ShardError(f"no pairs for split {split!r}")
+        raise ShardError(f"no pairs for {', '.join(s.name for s in sets.values())}")
     first = load_rgb(pairs.iloc[0].input_path)
-    side = (crop_size, crop_size) if kind == "crops" else first.shape[:2]
-    per_record = 2 * side[0] * side[1] * 3 * (1.0 if encoding == "raw" else 0.6)
-    count = len(pairs) * (crops_per_pair if kind == "crops" else 1)
-    num_shards = max(1, math.ceil(count * per_record / target_shard_bytes))
-    out_dir = Path(out_dir)
-    with atomic_directory(out_dir) as staging:
-        names = [f"{split}.tfrecord-{i:05d}-of-{num_shards:05d}" for i in range(num_shards)]
-        writers = [tf.io.TFRecordWriter(str(staging / n)) for n in names]
-        counts = [0] * num_shards
-        try:
-            records = _records(pairs, kind, crop_size, crops_per_pair, seed)
-            for n, (source, target, row) in enumerate(
-                tqdm(records, total=count, unit="rec", desc=f"shards {out_dir}", disable=not progress, leave=False)
-            ):
-                writers[n % num_shards].write(_example(tf, source, target, row, encoding))
-                counts[n % num_shards] += 1
-        finally:
-            for w in writers:
-                w.close()
-        manifest = {
-            "split": split,
-            "kind": kind,
-            "encoding": encoding,
-            "crop_size": crop_size if kind == "crops" else None,
-            "crops_per_pair": crops_per_pair if kind == "crops" else 1,
-            "seed": seed,
-            "pairs": len(pairs),
-            "records": sum(counts),
-            "source_manifest_sha256": source_manifest_sha256,
-            "shards": [
-                {"file": n, "records": c, "bytes": (staging / n).stat().st_size, "sha256": file_sha256(staging / n)}
-                for n, c in zip(names, counts)
-            ],
-        }
-        atomic_write_json(staging / MANIFEST, manifest)
-    return manifest
+    with contextlib.ExitStack() as stack:
+        outputs = []  # (set, staging folder, shard names, writers, record counts)
+        for folder, shard_set in sets.items():
+            side = (crop_size, crop_size) if shard_set.kind == "crops" else first.shape[:2]
+            per_record = 2 * side[0] * side[1] * 3 * (1.0 if encoding == "raw" else 0.6)
+            count = len(pairs) * (shard_set.crops_per_pair if shard_set.kind == "crops" else 1)
+            num_shards = max(1, math.ceil(count * per_record / target_shard_bytes))
+            staging = stack.enter_context(atomic_directory(folder))
+            names = [f"{shard_set.name}.tfrecord-{i:05d}-of-{num_shards:05d}" for i in range(num_shards)]
+            writers = [stack.enter_context(tf.io.TFRecordWriter(str(staging / n))) for n in names]
+            outputs.append((shard_set, staging, names, writers, [0] * num_shards))
+        bar = stack.enter_context(tqdm(total=len(pairs), unit="pair", disable=not progress, leave=False,
+                                       desc=f"shards {', '.join(map(str, sets))}"))
+        for index, row, source, target in _pairs_in_order(pairs, seed):
+            for shard_set, _, _, writers, counts in outputs:
+                records = ([(source, target)] if shard_set.kind == "full" else
+                           _crops(source, target, index, crop_size, shard_set.crops_per_pair, seed, row.input_path))
+                for crop_source, crop_target in records:
+                    n = sum(counts) % len(writers)
+                    writers[n].write(_example(tf, crop_source, crop_target, row, encoding))
+                    counts[n] += 1
+            bar.update()
+        manifests = {}
+        for shard_set, staging, names, writers, counts in outputs:
+            for writer in writers:
+                writer.close()
+            manifests[shard_set.name] = manifest = {
+                "split": shard_set.name,
+                "kind": shard_set.kind,
+                "encoding": encoding,
+                "crop_size": crop_size if shard_set.kind == "crops" else None,
+                "crops_per_pair": shard_set.crops_per_pair if shard_set.kind == "crops" else 1,
+                "seed": seed,
+                "pairs": len(pairs),
+                "records": sum(counts),
+                "source_manifest_sha256": source_manifest_sha256,
+                "shards": [
+                    {"file": n, "records": c, "bytes": (staging / n).stat().st_size,
+                     "sha256": file_sha256(staging / n)}
+                    for n, c in zip(names, counts)
+                ],
+            }
+            atomic_write_json(staging / MANIFEST, manifest)
+    return manifests
+
+
+def write_shards(pairs: pd.DataFrame, out_dir: str | os.PathLike, *, split: str, kind: str = "crops",
+                 crops_per_pair: int = 8, **options) -> dict:
+    """One shard set named ``split`` in ``out_dir``."""
+    return write_shard_sets(pairs, {out_dir: ShardSet(split, kind, crops_per_pair)}, **options)[split]
 
 
 def read_manifest(split_dir: str | os.PathLike, verify: bool = False) -> dict:
