@@ -90,9 +90,19 @@ def pipeline() -> tuple[dict[str, str], list[str]]:
     return commands, sorted(upstream)
 
 
+def training_steps(params, stage: str) -> int:
+    """Steps times batch size of a training stage (one pass over the shards counts as most)."""
+    settings = params.variant_train(stage.removeprefix(TRAINING))
+    return settings.epochs * (settings.steps_per_epoch or 10**6) * settings.batch_size
+
+
 def train_concurrently(children: Children, commands: dict[str, str]) -> list[str]:
-    """Run the stale training stages ``TRAINING_JOBS`` at a time and commit each."""
-    stale = [s for s in stale_stages() if s.startswith(TRAINING)]
+    """Run the stale training stages ``TRAINING_JOBS`` at a time, most steps first
+    (so that the longest runs overlap rather than one running alone at the
+    end), and commit each."""
+    params = load_params()
+    stale = sorted((s for s in stale_stages() if s.startswith(TRAINING)),
+                   key=lambda stage: training_steps(params, stage), reverse=True)
     if not stale:
         return []
     commit = threading.Lock()  # dvc commit takes DVC's repository lock: one at a time
