@@ -21,7 +21,8 @@ from prefect.artifacts import create_table_artifact
 from tqdm.auto import tqdm
 
 from model.precision import PRECISIONS
-from tasks.enhance import EnhanceJob, chunks, ledger, new_run_id, process_chunk, summarize, write_metrics
+from tasks.enhance import (DestinationBusy, EnhanceJob, chunks, claim_destination, ledger, new_run_id, process_chunk,
+                           summarize, write_metrics)
 from tasks.objects import open_store
 
 
@@ -32,20 +33,21 @@ def enhance_chunk(job: EnhanceJob, infos: list, run_id: str, index: int, done: d
 
 @flow(name="enhance")
 def enhance(job: EnhanceJob) -> dict:
-    infos = open_store(job.source, job.endpoint_url, job.region).list(job.include, job.exclude)
-    run_id = new_run_id()
-    done = ledger(job.state_path())  # read once; each chunk gets the rows of its own keys
-    futures = []
-    for i, chunk in enumerate(chunks(infos, job.chunk_size)):
-        chunk_done = {info.key: done[info.key] for info in chunk if info.key in done}
-        futures.append(enhance_chunk.submit(job, chunk, run_id, i, chunk_done))
-    rows = []
-    with tqdm(total=len(infos), unit="img", desc="enhance") as bar:
-        for future in futures:
-            chunk_rows = future.result()
-            rows.extend(chunk_rows)
-            bar.update(len(chunk_rows))
-    metrics = write_metrics(job, rows)
+    with claim_destination(job):
+        infos = open_store(job.source, job.endpoint_url, job.region).list(job.include, job.exclude)
+        run_id = new_run_id()
+        done = ledger(job.state_path())  # read once; each chunk gets the rows of its own keys
+        futures = []
+        for i, chunk in enumerate(chunks(infos, job.chunk_size)):
+            chunk_done = {info.key: done[info.key] for info in chunk if info.key in done}
+            futures.append(enhance_chunk.submit(job, chunk, run_id, i, chunk_done))
+        rows = []
+        with tqdm(total=len(infos), unit="img", desc="enhance") as bar:
+            for future in futures:
+                chunk_rows = future.result()
+                rows.extend(chunk_rows)
+                bar.update(len(chunk_rows))
+        metrics = write_metrics(job, rows)
     summary = {**summarize(rows), "metrics": metrics}
     failures = [{"key": r["key"], "error": r["error"]} for r in rows if r["status"] == "error"]
     create_table_artifact([summary], key="enhance-summary", description=f"{job.source} -> {job.destination}")
@@ -113,7 +115,11 @@ def demo_stage() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     job, args = parse(sys.argv[1:] if argv is None else argv)
-    summary = enhance.with_options(task_runner=task_runner(args.dask_address, args.chunk_workers))(job)
+    try:
+        summary = enhance.with_options(task_runner=task_runner(args.dask_address, args.chunk_workers))(job)
+    except DestinationBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     for failure in summary["failures"]:
         print(f"FAILED {failure['key']}: {failure['error']}", file=sys.stderr)
     return 1 if summary["failures"] else 0

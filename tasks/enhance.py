@@ -13,6 +13,7 @@ duplicates. The parts are merged into one metrics file at the end.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import threading
@@ -25,10 +26,11 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
+from filelock import FileLock, Timeout
 
 from tasks.images import EXTENSIONS, FORMATS, ImageError, decode, encode, no_reference
 from tasks.objects import UnsafeKey, check_key, open_store
-from tasks.storage import atomic_write_bytes
+from tasks.storage import atomic_write_bytes, remove_temporaries
 
 STATUS_OK, STATUS_SKIPPED, STATUS_ERROR = "ok", "skipped", "error"
 MEASURES = ("mean_luminance", "rms_contrast", "colourfulness", "sharpness")
@@ -233,6 +235,31 @@ def frame(rows: list[dict]) -> pd.DataFrame:
         if name.startswith(("before_", "after_")) or name in ("seconds", "psnr", "ssim", "mae"):
             table[name] = table[name].astype("float64")
     return table
+
+
+class DestinationBusy(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def claim_destination(job: EnhanceJob):
+    """Hold the job's destination (through a lock beside its resume ledger):
+    a second job on it fails at once instead of racing this one, and what a
+    killed job left half-written there is removed before any work starts."""
+    state = job.state_path()
+    state.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(state / "job.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise DestinationBusy(f"{job.destination}: another enhancement job is writing there "
+                              f"(it holds {state / 'job.lock'})") from None
+    try:
+        if not job.destination.startswith("s3://"):  # S3 objects appear whole or not at all
+            remove_temporaries(job.destination)
+        yield
+    finally:
+        lock.release()
 
 
 def ledger(state: Path) -> dict:

@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,6 +21,21 @@ def file_sha256(path: str | os.PathLike, block: int = 1 << 20) -> str:
         for chunk in iter(lambda: handle.read(block), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+# the temporary sibling of atomic_write_bytes: ".<name>.<8 random characters>.tmp"
+TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries a killed writer left under ``folder`` (call it only
+    while no writer is at work there); returns what was removed."""
+    removed = []
+    for path in Path(folder).rglob(".*.tmp"):
+        if path.is_file() and TEMPORARY.match(path.name):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

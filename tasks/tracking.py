@@ -11,6 +11,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from filelock import FileLock
 import mlflow
 from mlflow.tracking import MlflowClient
 
@@ -20,19 +21,33 @@ CANDIDATE, CHAMPION = "candidate", "champion"
 
 
 def configure(settings: MlflowSettings) -> str:
-    """Point MLflow at the tracking store and the experiment; returns the experiment id."""
+    """Point MLflow at the tracking store and the experiment; returns the experiment id.
+
+    Safe when several trainings start at once on a fresh machine: the first
+    one creates the SQLite schema and the experiment while the others wait."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or settings.tracking_uri
     mlflow.set_tracking_uri(uri)
-    experiment = mlflow.get_experiment_by_name(settings.experiment)
-    if experiment is not None:
-        mlflow.set_experiment(settings.experiment)
-        return experiment.experiment_id
-    location = settings.artifact_location
-    if "://" not in location:
-        location = Path(location).resolve().as_uri()
-    experiment_id = mlflow.create_experiment(settings.experiment, artifact_location=location)
-    mlflow.set_experiment(settings.experiment)
-    return experiment_id
+    with store_lock(uri):
+        experiment = mlflow.get_experiment_by_name(settings.experiment)
+        if experiment is None:
+            location = settings.artifact_location
+            if "://" not in location:
+                location = Path(location).resolve().as_uri()
+            try:
+                mlflow.create_experiment(settings.experiment, artifact_location=location)
+            except mlflow.exceptions.MlflowException:  # another process on a shared server won the race
+                if mlflow.get_experiment_by_name(settings.experiment) is None:
+                    raise
+        return mlflow.set_experiment(settings.experiment).experiment_id
+
+
+def store_lock(uri: str):
+    """An inter-process lock beside a local SQLite store (MLflow creates its
+    schema on first connection, and two processes doing it at once fail with
+    "table alembic_version already exists"); nothing for a tracking server."""
+    if not uri.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    return FileLock(uri.removeprefix("sqlite:///") + ".lock")
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from tasks.artifacts import MODEL_ZOO
 from tasks.config import load_params, parse_params
 from tasks.model_zoo import main
 
@@ -28,8 +29,11 @@ def test_summary_command_json_and_bad_option(capsys):
     assert "chanels" in capsys.readouterr().err
 
 
-def test_model_zoo_flow_writes_metrics(prefect_server, tmp_path):
+def test_model_zoo_flow_writes_metrics(prefect_server, tmp_path, monkeypatch):
     from flows.model_zoo import model_zoo
+
+    assert load_params().models  # the checked-in file still parses
+    monkeypatch.chdir(tmp_path)  # artefact paths are relative to the project root
 
     params = parse_params(
         {
@@ -37,13 +41,12 @@ def test_model_zoo_flow_writes_metrics(prefect_server, tmp_path):
                 "cnn128": {"arch": "cnn", "options": {"channels": 128}},
                 "tiny": {"arch": "mirnet", "options": {"num_rrg": 1, "num_mrb": 1, "channels": 8}},
             },
-            "summary": {"height": 64, "width": 64, "output_dir": str(tmp_path / "zoo")},
+            "summary": {"height": 64, "width": 64},
         }
     )
     metrics = model_zoo(params)
-    written = json.loads((tmp_path / "zoo" / "summary.json").read_text())
+    written = json.loads((tmp_path / MODEL_ZOO / "summary.json").read_text())
     assert written == metrics
     assert written["cnn128"]["parameters"] == 744_963
     assert written["cnn128"]["gmacs_per_megapixel"] == pytest.approx(744.192)
-    assert "| cnn128 | cnn |" in (tmp_path / "zoo" / "summary.md").read_text()
-    assert load_params().models  # the checked-in file still parses
+    assert "| cnn128 | cnn |" in (tmp_path / MODEL_ZOO / "summary.md").read_text()

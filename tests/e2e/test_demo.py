@@ -64,6 +64,14 @@ def test_a_fresh_clone_runs_every_stage_and_stays_clean_for_git(demo):
     assert status == ["?? dvc.lock"], status
 
 
+def test_the_sample_keeps_the_research_splits(demo):
+    clone, _, _ = demo
+    counts = pd.read_parquet(clone / "data/prepared/tid2013.parquet").split.value_counts().to_dict()
+    assert counts == {"train": 360, "validation": 120, "test": 120}
+    counts = pd.read_parquet(clone / "data/prepared/lol.parquet").split.value_counts().to_dict()
+    assert counts == {"train": 300, "validation": 185, "test": 15}
+
+
 def test_the_demo_ends_with_a_summary_and_where_to_look(demo):
     _, _, output = demo
     assert "PSNR on the validation images" in output
@@ -95,6 +103,7 @@ def test_the_comparison_explains_itself(demo):
     clone, _, _ = demo
     text = (clone / "reports/comparison.md").read_text()
     assert "| mirnet_lol | lol | validation |" in text
+    assert "| mirnet_lol | tid2013 | validation |" in text  # the cross-dataset experiment
     assert "## PSNR gain per distortion type: tid2013, validation" in text
     assert "| 1 | Additive Gaussian noise |" in text
     assert "`cnn128`: the research's plain CNN has no global residual" in text

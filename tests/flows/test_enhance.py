@@ -14,7 +14,7 @@ import tifffile
 from PIL import Image, ImageCms
 
 from model import build_model, enhance, enhance_tiled
-from tasks.enhance import EnhanceJob
+from tasks.enhance import DestinationBusy, EnhanceJob, claim_destination
 
 
 @pytest.fixture(scope="module")
@@ -232,11 +232,13 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_a_killed_batch_resumes_without_losing_or_duplicating(tmp_path, model_file):
+def test_a_killed_batch_resumes_without_losing_or_duplicating(tmp_path, model_file, prefect_server):
     import os
     import subprocess
     import sys
     from pathlib import Path
+
+    from prefect.settings import PREFECT_API_URL
 
     root = Path(__file__).resolve().parents[2]
     source, destination = tmp_path / "in", tmp_path / "out"
@@ -244,12 +246,16 @@ def test_a_killed_batch_resumes_without_losing_or_duplicating(tmp_path, model_fi
     for i in range(12):
         photo(64, 48, seed=i).save(source / f"img{i:02d}.png")
     arguments = [str(source), str(destination), "--model", model_file, "--chunk-size", "2"]
-    env = {**os.environ, "PYTHONPATH": str(root), "KILL_AFTER": "5"}
+    # the session's Prefect server: a flow that started its own temporary server
+    # would leave it running when SIGKILL takes the flow away
+    env = {**os.environ, "PYTHONPATH": str(root), "KILL_AFTER": "5", "PREFECT_API_URL": PREFECT_API_URL.value()}
     # chunks run one after another: two whole chunks (4 rows) are saved, and the
     # third dies after writing its first output, before its rows are saved
-    first = subprocess.run([sys.executable, "-c", KILLED_BATCH.format(root=str(root)), *arguments], cwd=root,
-                           env=env, capture_output=True, text=True, timeout=600)
-    assert first.returncode == -9, first.stderr[-3000:]
+    with open(tmp_path / "killed.log", "w+") as log:  # a file, not a pipe no survivor could hold open
+        first = subprocess.run([sys.executable, "-c", KILLED_BATCH.format(root=str(root)), *arguments], cwd=root,
+                               env=env, stdout=log, stderr=subprocess.STDOUT, timeout=600)
+        log.seek(0)
+        assert first.returncode == -9, log.read()[-3000:]
     state = destination / ".enhance"
     assert sum(len(pd.read_parquet(p)) for p in state.glob("part-*.parquet")) == 4
     assert (destination / "img04.png").exists() and not (destination / "img05.png").exists()
@@ -265,6 +271,24 @@ def test_a_killed_batch_resumes_without_losing_or_duplicating(tmp_path, model_fi
     outputs = sorted(p.name for p in destination.iterdir() if p.is_file())
     assert outputs == sorted([f"img{i:02d}.png" for i in range(12)] + ["metrics.parquet"])
     assert not [p for p in destination.rglob("*.tmp")]
+
+
+def test_one_job_at_a_time_per_destination_and_a_killed_writer_leaves_nothing(tmp_path):
+    destination = tmp_path / "out"
+    (destination / "sub").mkdir(parents=True)
+    left_over = [destination / ".img05.png.kjzi6p6b.tmp", destination / "sub" / ".a.jpg.x_1y2z3w.tmp"]
+    kept = [destination / "img04.png", destination / ".notes.tmp", destination / "sub" / "draft.tmp"]
+    for path in left_over + kept:
+        path.write_bytes(b"x")
+    job = EnhanceJob(source=str(tmp_path / "in"), destination=str(destination), model="m.keras")
+    with claim_destination(job):
+        assert [p for p in left_over if p.exists()] == []
+        assert all(p.exists() for p in kept)
+        with pytest.raises(DestinationBusy, match=str(destination)):
+            with claim_destination(job):
+                pass
+    with claim_destination(job):  # released when the first job ends
+        pass
 
 
 def test_chunks_run_on_a_local_dask_cluster(tmp_path, model_file, prefect_server):
