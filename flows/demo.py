@@ -4,11 +4,12 @@
     ./pipeline demo              # = python -m flows.demo
     ./pipeline demo --force      # arguments go to `dvc repro` (stages then run one at a time)
 
-DVC runs one stage at a time. The training stages depend only on the shards
-and not on each other, so the demo runs the stale ones ``TRAINING_JOBS`` at a
-time itself, each with the command dvc.yaml gives it, and records each with
-``dvc commit`` as DVC does after running a stage; ``dvc repro`` runs the rest.
-``dvc status`` is clean afterwards and a second ``dvc repro`` runs nothing.
+DVC runs one stage at a time, and most stages of this pipeline do not depend
+on each other (the fetches, the seven trainings, the model-zoo report). So the
+demo runs the stale stages itself, ``JOBS`` at a time in dependency order, each
+with the command dvc.yaml gives it, and records each with ``dvc commit`` as
+DVC does after running a stage; a final ``dvc repro`` finds nothing left to
+do. ``dvc status`` is clean afterwards and a second ``dvc repro`` runs nothing.
 
 Exits non-zero when a stage fails. Nothing it starts (the Prefect server,
 ``dvc``, the stages) outlives it, also when it is stopped with Ctrl-C or killed.
@@ -17,13 +18,15 @@ Exits non-zero when a stage fails. Nothing it starts (the Prefect server,
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import signal
 import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 
 from tasks import artifacts
@@ -31,8 +34,8 @@ from tasks.config import ConfigError, load_params
 from tasks.services import prefect_server, start_child, stop_child
 
 PREFECT_LOG = Path(".prefect") / "server.log"
-TRAINING = "train@"  # the foreach group of independent training stages
-TRAINING_JOBS = 2  # two at a time: one trains while the other starts up or writes its reports
+TRAINING = "train@"  # the foreach group of training stages
+JOBS = 2  # two at a time: one computes while the other starts up, reads or writes
 DVC = [sys.executable, "-m", "dvc"]
 
 
@@ -52,15 +55,22 @@ class Children:
         self.lock = threading.Lock()
 
     def run(self, command: list[str], prefix: str = "") -> int:
-        """Run ``command``; with a ``prefix``, its output lines are prefixed."""
+        """Run ``command``; with a ``prefix``, its output lines (and progress-bar
+        updates) are prefixed."""
         with self.lock:
+            env = {**os.environ, "TQDM_MININTERVAL": "5"} if prefix else None  # fewer, whole bar lines
             child = start_child(command, stdout=subprocess.PIPE if prefix else None,
-                                stderr=subprocess.STDOUT if prefix else None, text=True)
+                                stderr=subprocess.STDOUT if prefix else None, env=env)
             self.running.add(child)
         try:
             if prefix:
-                for line in child.stdout:
-                    print(f"{prefix}{line}", end="", flush=True)
+                pending = b""
+                while chunk := child.stdout.read1(1 << 16):
+                    *lines, pending = (pending + chunk).replace(b"\r", b"\n").split(b"\n")
+                    text = "".join(f"{prefix}{line.decode(errors='replace')}\n" for line in lines if line.strip())
+                    print(text, end="", flush=True)
+                if pending.strip():
+                    print(f"{prefix}{pending.decode(errors='replace')}", flush=True)
             return child.wait()
         finally:
             with self.lock:
@@ -72,22 +82,19 @@ class Children:
                 stop_child(child)
 
 
+@dataclass
+class Plan:
+    """The stages to run: each one's command, the stages it waits for, and the
+    order among those ready at the same time (lower first)."""
+
+    commands: dict[str, str]
+    needs: dict[str, set[str]]
+    rank: dict[str, tuple]
+
+
 def stale_stages() -> list[str]:
     out = subprocess.run([*DVC, "status", "--json"], capture_output=True, text=True, check=True).stdout
     return list(json.loads(out or "{}"))
-
-
-def pipeline() -> tuple[dict[str, str], list[str]]:
-    """Every stage's command, and the stages the training stages depend on."""
-    import networkx
-    from dvc.repo import Repo
-
-    with Repo(".") as repo:
-        graph = repo.index.graph  # edges point from a stage to the stages it depends on
-        commands = {stage.addressing: stage.cmd for stage in graph.nodes}
-        upstream = {s.addressing for stage in graph.nodes if stage.addressing.startswith(TRAINING)
-                    for s in networkx.descendants(graph, stage)}
-    return commands, sorted(upstream)
 
 
 def training_steps(params, stage: str) -> int:
@@ -96,38 +103,70 @@ def training_steps(params, stage: str) -> int:
     return settings.epochs * (settings.steps_per_epoch or 10**6) * settings.batch_size
 
 
-def train_concurrently(children: Children, commands: dict[str, str]) -> list[str]:
-    """Run the stale training stages ``TRAINING_JOBS`` at a time, most steps first
-    (so that the longest runs overlap rather than one running alone at the
-    end), and commit each."""
+def plan(stale: list[str]) -> Plan:
+    """The stale stages and every stage downstream of one (DVC would re-run
+    those after them). Among ready stages, those that more stages wait for go
+    first (they unblock the rest), then the longest trainings (so the long ones
+    overlap rather than one running alone at the end)."""
+    import networkx
+    from dvc.repo import Repo
+
+    with Repo(".") as repo:
+        graph = repo.index.graph  # edges point from a stage to the stages it depends on
+        by_name = {stage.addressing: stage for stage in graph.nodes}
+        todo = {name for name in stale if name in by_name}
+        for name in list(todo):
+            todo |= {s.addressing for s in networkx.ancestors(graph, by_name[name])}
+        todo = {name for name in todo if by_name[name].cmd}  # what has no command is left to dvc repro
+        commands = {name: by_name[name].cmd for name in todo}
+        needs = {name: {s.addressing for s in networkx.descendants(graph, by_name[name])} & todo for name in todo}
+        waiting = {name: len(networkx.ancestors(graph, by_name[name])) for name in todo}
     params = load_params()
-    stale = sorted((s for s in stale_stages() if s.startswith(TRAINING)),
-                   key=lambda stage: training_steps(params, stage), reverse=True)
-    if not stale:
+    rank = {name: (-waiting[name], -(training_steps(params, name) if name.startswith(TRAINING) else 0), name)
+            for name in todo}
+    return Plan(commands, needs, rank)
+
+
+def ready(plan: Plan, done: set[str], started: set[str]) -> list[str]:
+    """Stages whose prerequisites are done and that have not started, in rank order."""
+    return sorted((name for name in plan.commands if name not in started and plan.needs[name] <= done),
+                  key=plan.rank.__getitem__)
+
+
+def run_stages(children: Children, plan: Plan) -> list[str]:
+    """Run the plan ``JOBS`` stages at a time, committing each to DVC as it ends."""
+    if not plan.commands:
         return []
     commit = threading.Lock()  # dvc commit takes DVC's repository lock: one at a time
-    print(f">> training {', '.join(s.removeprefix(TRAINING) for s in stale)}, {TRAINING_JOBS} at a time",
-          flush=True)
 
-    def train(stage: str) -> str:
-        started = time.monotonic()
-        if children.run(shlex.split(commands[stage]), prefix=f"[{stage.removeprefix(TRAINING)}] ") != 0:
-            raise StageFailed(f"stage {stage!r} failed: {commands[stage]}")
+    def run(stage: str) -> str:
+        began = time.monotonic()
+        print(f">> {stage}: {plan.commands[stage]}", flush=True)
+        if children.run(shlex.split(plan.commands[stage]), prefix=f"[{stage}] ") != 0:
+            raise StageFailed(f"stage {stage!r} failed: {plan.commands[stage]}")
         with commit:
             if children.run([*DVC, "commit", "--force", "--quiet", stage]) != 0:
                 raise StageFailed(f"dvc commit {stage} failed")
-        print(f">> {stage} done in {time.monotonic() - started:.0f} s", flush=True)
+        print(f">> {stage} done in {time.monotonic() - began:.0f} s", flush=True)
         return stage
 
-    with ThreadPoolExecutor(TRAINING_JOBS) as pool:
-        futures = [pool.submit(train, stage) for stage in stale]
+    done: set[str] = set()
+    running: dict = {}
+    with ThreadPoolExecutor(JOBS) as pool:
         try:
-            return [future.result() for future in futures]
+            while len(done) < len(plan.commands):
+                for stage in ready(plan, done, done | set(running.values()))[: JOBS - len(running)]:
+                    running[pool.submit(run, stage)] = stage
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    done.add(future.result())
+                    del running[future]
         except BaseException:
-            for future in futures:
+            for future in running:
                 future.cancel()
             children.stop()
             raise
+    return sorted(done, key=plan.rank.__getitem__)
 
 
 def headline(metrics: dict, split: str = "validation") -> list[dict]:
@@ -173,11 +212,8 @@ def main(argv: list[str]) -> int:
     try:
         with prefect_server(PREFECT_LOG) as url:
             print(f">> Prefect server on {url.removesuffix('/api')} (log: {PREFECT_LOG})", flush=True)
-            if not argv:  # the default run: what precedes training, training two at a time, then the rest
-                commands, upstream = pipeline()
-                if children.run([*DVC, "repro", *upstream]) != 0:
-                    raise StageFailed("dvc repro " + " ".join(upstream) + " failed")
-                train_concurrently(children, commands)
+            if not argv:  # the default run: the stale stages, JOBS at a time
+                run_stages(children, plan(stale_stages()))
             status = children.run([*DVC, "repro", *argv])
             if status != 0:
                 raise StageFailed(f"dvc repro failed (status {status})")
