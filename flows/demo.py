@@ -54,11 +54,11 @@ class Children:
         self.running: set[subprocess.Popen] = set()
         self.lock = threading.Lock()
 
-    def run(self, command: list[str], prefix: str = "") -> int:
-        """Run ``command``; with a ``prefix``, its output lines (and progress-bar
-        updates) are prefixed."""
+    def run(self, command: list[str], prefix: str = "", env: dict | None = None) -> int:
+        """Run ``command`` (with ``env`` added to the environment); with a
+        ``prefix``, its output lines (and progress-bar updates) are prefixed."""
         with self.lock:
-            env = {**os.environ, "TQDM_MININTERVAL": "5"} if prefix else None  # fewer, whole bar lines
+            env = {**os.environ, **(env or {}), **({"TQDM_MININTERVAL": "5"} if prefix else {})}  # whole bar lines
             child = start_child(command, stdout=subprocess.PIPE if prefix else None,
                                 stderr=subprocess.STDOUT if prefix else None, env=env)
             self.running.add(child)
@@ -133,6 +133,17 @@ def ready(plan: Plan, done: set[str], started: set[str]) -> list[str]:
                   key=plan.rank.__getitem__)
 
 
+def threads_for(stage: str) -> dict[str, str]:
+    """TensorFlow threads for a stage. Trainings run side by side almost all the
+    time, so each gets its share of the cores: two trainings of one thread each
+    beat two of two threads fighting over 2 cores (tiny MIRNet-v2 beside tiny
+    MIRNet: 33 s instead of 47 s). Settings made by the user win."""
+    if not stage.startswith(TRAINING):
+        return {}
+    share = str(max(1, (os.cpu_count() or 1) // JOBS))
+    return {name: os.environ.get(name, share) for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}
+
+
 def run_stages(children: Children, plan: Plan) -> list[str]:
     """Run the plan ``JOBS`` stages at a time, committing each to DVC as it ends."""
     if not plan.commands:
@@ -142,7 +153,7 @@ def run_stages(children: Children, plan: Plan) -> list[str]:
     def run(stage: str) -> str:
         began = time.monotonic()
         print(f">> {stage}: {plan.commands[stage]}", flush=True)
-        if children.run(shlex.split(plan.commands[stage]), prefix=f"[{stage}] ") != 0:
+        if children.run(shlex.split(plan.commands[stage]), prefix=f"[{stage}] ", env=threads_for(stage)) != 0:
             raise StageFailed(f"stage {stage!r} failed: {plan.commands[stage]}")
         with commit:
             if children.run([*DVC, "commit", "--force", "--quiet", stage]) != 0:

@@ -22,35 +22,39 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
 from tasks import artifacts
-from tasks.config import EvaluateSettings, FigureRow, Params, load_params
-from tasks.evaluate import (aggregate, before_after_figure, comparison_text, evaluate_split, first_of_type,
-                            summarize)
+from tasks.config import FigureRow, Params, load_params
+from tasks.evaluate import aggregate, before_after_figure, comparison_text, evaluate_split, summarize
 from tasks.storage import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 
 @task(name="evaluate-split")
-def evaluate_split_task(variants: list[str], dataset: str, split: str, max_images: int | None) -> pd.DataFrame:
+def evaluate_split_task(variants: list[str], dataset: str, split: str, max_images: int | None,
+                        figure: list[FigureRow]) -> tuple[pd.DataFrame, dict]:
+    """Scores of the variants on one split, and the panels of the figure rows on it."""
     from tasks.trained_models import load_model
 
     models = {v: load_model(artifacts.model_file(v))[0] for v in variants}
-    frame = evaluate_split(models, artifacts.shard_set(dataset, split), max_images)
-    return frame.assign(dataset=dataset, split=split)
+    keep = {}
+    if split == "validation":
+        for row in figure:
+            if row.dataset == dataset and row.variant in models:
+                keep[row.variant] = keep.get(row.variant, ()) + (row.distortion,)
+    frame, panels = evaluate_split(models, artifacts.shard_set(dataset, split), max_images, keep)
+    return frame.assign(dataset=dataset, split=split), {(dataset, *key): panel for key, panel in panels.items()}
 
 
 @task(name="before-after-figure")
-def figure_task(rows: list[FigureRow], settings: EvaluateSettings) -> str:
-    from model import enhance
-    from tasks.trained_models import load_model
-
-    panels = []
+def figure_task(rows: list[FigureRow], panels: dict) -> str:
+    """Input / output / target rows, in the order of ``rows``."""
+    missing = [row for row in rows if (row.dataset, row.variant, row.distortion) not in panels]
+    if missing:
+        raise ValueError(f"evaluate.figure: no evaluated validation image for {missing}")
+    chosen = []
     for row in rows:
-        model = load_model(artifacts.model_file(row.variant))[0]
-        record, source, target = first_of_type(artifacts.shard_set(row.dataset, "validation"), row.distortion,
-                                               settings.images(row.dataset))
-        title = f"{row.variant} on {row.dataset} {record['image_id']}"
-        panels.append({"title": title, "input": source, "output": enhance(model, source), "target": target})
+        panel = panels[(row.dataset, row.variant, row.distortion)]
+        chosen.append({**panel, "title": f"{row.variant} on {row.dataset} {panel['record']['image_id']}"})
     path = artifacts.EVALUATION / "before_after.png"
-    before_after_figure(panels, path)
+    before_after_figure(chosen, path)
     return str(path)
 
 
@@ -74,6 +78,19 @@ def log_to_training_runs(params: Params, results: dict) -> None:
                                           if isinstance(v, (int, float))})
 
 
+def default_figure(params: Params, variants: list[str]) -> list[FigureRow]:
+    """Without ``evaluate.figure``: each variant on its own dataset's first type."""
+    from tasks.shards import read_metadata
+
+    first = {}
+    for v in variants:
+        dataset = params.variants[v].dataset
+        if dataset not in first:
+            first[dataset] = min(r["distortion"] for r in read_metadata(artifacts.shard_set(dataset, "validation")))
+    return [FigureRow(variant=v, dataset=params.variants[v].dataset, distortion=first[params.variants[v].dataset])
+            for v in variants]
+
+
 @flow(name="evaluate")
 def evaluate(variants: list[str] | None = None, params: Params | None = None) -> dict:
     params = params or load_params()
@@ -87,8 +104,11 @@ def evaluate(variants: list[str] | None = None, params: Params | None = None) ->
         spec = params.variants[variant]
         for dataset in spec.evaluate_on or [spec.dataset]:
             on.setdefault(dataset, []).append(variant)
-    per_image = pd.concat([evaluate_split_task(names, dataset, split, settings.images(dataset))
-                           for dataset, names in on.items() for split in settings.splits], ignore_index=True)
+    rows = [row for row in settings.figure or default_figure(params, chosen) if row.variant in chosen]
+    scored = [evaluate_split_task(names, dataset, split, settings.images(dataset), rows)
+              for dataset, names in on.items() for split in settings.splits]
+    per_image = pd.concat([frame for frame, _ in scored], ignore_index=True)
+    panels = {key: panel for _, found in scored for key, panel in found.items()}
 
     out = artifacts.EVALUATION
     for variant, frame in per_image.groupby("variant", sort=False):
@@ -97,10 +117,8 @@ def evaluate(variants: list[str] | None = None, params: Params | None = None) ->
     atomic_write_text(out / "per_type.csv", per_type.to_csv(index=False, float_format="%.5g"))
     results = summarize(per_image)
     atomic_write_json(out / "metrics.json", results)
-    rows = settings.figure or [FigureRow(variant=v, dataset=params.variants[v].dataset,
-                                         distortion=int(per_image[(per_image.variant == v)].distortion.min()))
-                               for v in chosen]
-    figure_task(rows, settings)
+    if rows and "validation" in settings.splits:
+        figure_task(rows, panels)
     architectures = {v: params.models[params.variants[v].model].arch for v in chosen}
     text = comparison_text(results, per_type, params.profile, settings.research_psnr, architectures)
     atomic_write_text(artifacts.COMPARISON, text)

@@ -86,24 +86,33 @@ def _stack(batch):
 
 
 def evaluate_split(models: dict, split_dir: Path, max_images: int | None = None,
-                   progress: bool = True) -> pd.DataFrame:
+                   keep: dict[str, tuple[int, ...]] | None = None,
+                   progress: bool = True) -> tuple[pd.DataFrame, dict[tuple[str, int], dict]]:
     """One row per model and evaluated image: ``variant``, image id, type,
     level, and ``input_*`` and ``output_*`` scores against the target. The
     split is read, and its inputs scored, once for all ``models``
-    ({variant: model})."""
-    rows = []
+    ({variant: model}). Also returns, for each distortion type that ``keep``
+    lists for a variant, its first evaluated image as a before/after panel:
+    {(variant, type): {record, input, output, target}}."""
+    rows, panels = [], {}
+    keep = keep or {}
     total = len(read_metadata(split_dir))
     total = min(total, max_images or total)
     with tqdm(total=total, unit="img", desc=f"evaluate {split_dir}", disable=not progress, leave=False) as bar:
         for records, inputs, targets in selected_batches(split_dir, max_images):
             before = image_scores(targets, inputs)
             for variant, model in models.items():
-                after = image_scores(targets, enhance(model, inputs, batch_size=len(inputs)))
-                for record, b, a in zip(records, before, after):
+                outputs = enhance(model, inputs, batch_size=len(inputs))
+                after = image_scores(targets, outputs)
+                for i, (record, b, a) in enumerate(zip(records, before, after)):
                     rows.append({"variant": variant, **record, **{f"input_{k}": v for k, v in b.items()},
                                  **{f"output_{k}": v for k, v in a.items()}})
+                    wanted = (variant, record["distortion"])
+                    if record["distortion"] in keep.get(variant, ()) and wanted not in panels:
+                        panels[wanted] = {"record": record, "input": inputs[i], "output": outputs[i],
+                                          "target": targets[i]}
             bar.update(len(records))
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), panels
 
 
 def aggregate(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
@@ -173,15 +182,6 @@ def per_type_table(per_type: pd.DataFrame, dataset: str, split: str) -> str:
         cells = " | ".join("-" if pd.isna(g) else f"{g:+.2f}" for g in gains)
         lines.append(f"| {distortion} | {name} | {inputs[distortion]:.2f} | {cells} |")
     return "\n".join(lines)
-
-
-def first_of_type(split_dir: Path, distortion: int, max_images: int | None):
-    """(record, input, target) of the first evaluated image of ``distortion``."""
-    for records, inputs, targets in selected_batches(split_dir, max_images):
-        for record, source, target in zip(records, inputs, targets):
-            if record["distortion"] == distortion:
-                return record, source, target
-    raise ValueError(f"{split_dir}: no evaluated image of distortion type {distortion}")
 
 
 def before_after_figure(panels: list[dict], path: Path) -> None:
