@@ -39,6 +39,16 @@ JOBS = 2  # two at a time: one computes while the other starts up, reads or writ
 DVC = [sys.executable, "-m", "dvc"]
 
 
+_OUTPUT = threading.Lock()
+
+
+def say(text: str) -> None:
+    """One whole line on stdout, also when several threads print."""
+    with _OUTPUT:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+
 class StageFailed(RuntimeError):
     """A stage's command exited non-zero."""
 
@@ -68,9 +78,10 @@ class Children:
                 while chunk := child.stdout.read1(1 << 16):
                     *lines, pending = (pending + chunk).replace(b"\r", b"\n").split(b"\n")
                     text = "".join(f"{prefix}{line.decode(errors='replace')}\n" for line in lines if line.strip())
-                    print(text, end="", flush=True)
+                    if text:
+                        say(text.removesuffix("\n"))
                 if pending.strip():
-                    print(f"{prefix}{pending.decode(errors='replace')}", flush=True)
+                    say(f"{prefix}{pending.decode(errors='replace')}")
             return child.wait()
         finally:
             with self.lock:
@@ -152,13 +163,13 @@ def run_stages(children: Children, plan: Plan) -> list[str]:
 
     def run(stage: str) -> str:
         began = time.monotonic()
-        print(f">> {stage}: {plan.commands[stage]}", flush=True)
+        say(f">> {stage}: {plan.commands[stage]}")
         if children.run(shlex.split(plan.commands[stage]), prefix=f"[{stage}] ", env=threads_for(stage)) != 0:
             raise StageFailed(f"stage {stage!r} failed: {plan.commands[stage]}")
         with commit:
             if children.run([*DVC, "commit", "--force", "--quiet", stage]) != 0:
                 raise StageFailed(f"dvc commit {stage} failed")
-        print(f">> {stage} done in {time.monotonic() - began:.0f} s", flush=True)
+        say(f">> {stage} done in {time.monotonic() - began:.0f} s")
         return stage
 
     done: set[str] = set()
@@ -181,24 +192,33 @@ def run_stages(children: Children, plan: Plan) -> list[str]:
 
 
 def headline(metrics: dict, split: str = "validation") -> list[dict]:
-    """One row per variant and dataset: PSNR in -> out and the gain."""
+    """One row per variant and dataset: PSNR in -> out, the gain, the gain on
+    noise (TID2013 type 1) and the largest colour cast of the outputs."""
     rows = []
     for variant, per_dataset in metrics.items():
         for dataset, splits in per_dataset.items():
             if split in splits:
                 m = splits[split]
+                noise = m.get("per_type", {}).get("1", {}).get("psnr_gain")
+                cast = max((abs(m[f"output_bias_{c}"]) for c in "rgb" if f"output_bias_{c}" in m), default=None)
                 rows.append({"variant": variant, "dataset": dataset, "images": m["images"],
                              "input_psnr": m["input_psnr"], "output_psnr": m["output_psnr"],
-                             "gain": m["psnr_gain"]})
+                             "gain": m["psnr_gain"], "noise_gain": noise, "cast": cast})
     return rows
 
 
 def summary_text(metrics: dict, seconds: float) -> str:
-    lines = [f"Done in {seconds / 60:.1f} min. PSNR on the validation images (dB, data range 1):", "",
-             f"  {'variant':<12} {'dataset':<8} {'images':>6}   {'input -> output':>17}   {'gain':>7}"]
+    def optional(value, spec: str) -> str:
+        return "" if value is None else format(value, spec)
+
+    lines = [f"Done in {seconds / 60:.1f} min. PSNR on the validation images (dB, data range 1); noise: the gain",
+             "on TID2013's additive Gaussian noise; cast: the largest mean signed error of a colour channel:", "",
+             f"  {'variant':<12} {'dataset':<8} {'images':>6}   {'input -> output':>17}   {'gain':>7}"
+             f"   {'noise':>6}   {'cast':>6}"]
     for r in headline(metrics):
         lines.append(f"  {r['variant']:<12} {r['dataset']:<8} {r['images']:>6}   "
-                     f"{r['input_psnr']:>7.2f} -> {r['output_psnr']:>6.2f}   {r['gain']:>+7.2f}")
+                     f"{r['input_psnr']:>7.2f} -> {r['output_psnr']:>6.2f}   {r['gain']:>+7.2f}"
+                     f"   {optional(r['noise_gain'], '+6.2f'):>6}   {optional(r['cast'], '6.3f'):>6}")
     lines += [
         "",
         "Where to look next:",
