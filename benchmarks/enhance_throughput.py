@@ -1,6 +1,6 @@
 """Batch enhancement against a naive loop, and memory for one 24-megapixel photo.
 
-Throughput: the batch job's chunk processing (``tasks.enhance``: reads and
+Throughput: the batch job's chunk processing (``tasks.batch.job``: reads and
 decoding ahead in threads, same-size images batched, compiled prediction,
 encoding and writing in threads) against a naive loop (open one image, call
 ``model.predict`` on the whole image, save, next), same model, same 512x384
@@ -40,7 +40,7 @@ MEMORY_CHILD = """
 import sys, time, numpy as np, keras
 sys.path.insert(0, {root!r})
 import model as zoo
-from tasks.enhance import EnhanceJob, load_model
+from tasks.batch.job import EnhanceJob, load_model
 m = load_model({model!r})[0] if {tiled} else keras.saving.load_model({model!r})
 job = EnhanceJob(source="", destination="", model="")
 image = np.random.default_rng(0).random((4000, 6000, 3), dtype=np.float32)
@@ -64,8 +64,8 @@ def make_model(path: Path) -> str:
 
 
 def make_images(folder: Path, count: int) -> None:
-    from tasks.distortions import distort
-    from tasks.sample import TID_REFERENCES, tid_reference
+    from tasks.data.distortions import distort
+    from tasks.data.sample import TID_REFERENCES, tid_reference
 
     folder.mkdir(parents=True, exist_ok=True)
     numbers = sorted(TID_REFERENCES)
@@ -90,8 +90,8 @@ def naive_loop(model_path: str, source: Path, out: Path) -> float:
 
 
 def batch_job(model_path: str, source: Path, out: Path, batch: int, precision: str) -> float:
-    from tasks.enhance import ChunkProcessor, EnhanceJob
-    from tasks.objects import open_store
+    from tasks.batch.job import ChunkProcessor, EnhanceJob
+    from tasks.batch.stores import open_store
 
     job = EnhanceJob(source=str(source), destination=str(out), model=model_path, batch_size=batch,
                      precision=precision, state_dir=str(out / ".state"))
@@ -106,7 +106,7 @@ def batch_job(model_path: str, source: Path, out: Path, batch: int, precision: s
 
 def model_only(model_path: str, source: Path, batch: int) -> float:
     """Seconds for the model alone on the decoded images, ``batch`` at a time."""
-    from tasks.enhance import load_model
+    from tasks.batch.job import load_model
 
     m = load_model(model_path)[0]
     images = np.stack([np.asarray(Image.open(p).convert("RGB"), np.float32) / 255.0

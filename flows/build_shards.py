@@ -14,7 +14,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from tasks.config import Params, load_params
-from tasks.datasets import DATASETS, shard_task
+from tasks.data.datasets import DATASETS, shard_task
 
 
 @flow(name="build-shards")

@@ -21,9 +21,9 @@ from prefect.artifacts import create_table_artifact
 from tqdm.auto import tqdm
 
 from model.precision import PRECISIONS
-from tasks.enhance import (DestinationBusy, EnhanceJob, chunks, claim_destination, ledger, new_run_id, process_chunk,
+from tasks.batch.job import (DestinationBusy, EnhanceJob, chunks, claim_destination, ledger, new_run_id, process_chunk,
                            summarize, write_metrics)
-from tasks.objects import open_store
+from tasks.batch.stores import open_store
 
 
 @task(name="enhance-chunk", retries=1)

@@ -23,7 +23,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from tasks import artifacts
 from tasks.config import FigureRow, Params, load_params
-from tasks.evaluate import aggregate, before_after_figure, comparison_text, evaluate_split, summarize
+from tasks.training.evaluation import aggregate, before_after_figure, comparison_text, evaluate_split, summarize
 from tasks.storage import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 
@@ -31,7 +31,7 @@ from tasks.storage import atomic_write_bytes, atomic_write_json, atomic_write_te
 def evaluate_split_task(variants: list[str], dataset: str, split: str, max_images: int | None,
                         figure: list[FigureRow]) -> tuple[pd.DataFrame, dict]:
     """Scores of the variants on one split, and the panels of the figure rows on it."""
-    from tasks.trained_models import load_model
+    from tasks.training.trained_models import load_model
 
     models = {v: load_model(artifacts.model_file(v))[0] for v in variants}
     keep = {}
@@ -63,7 +63,7 @@ def log_to_training_runs(params: Params, results: dict) -> None:
     """Each variant's figures as ``eval.<dataset>.<split>.<metric>`` metrics of its training run."""
     import mlflow
 
-    from tasks import tracking
+    from tasks.training import tracking
 
     tracking.configure(params.mlflow)
     for variant, per_dataset in results.items():
@@ -80,7 +80,7 @@ def log_to_training_runs(params: Params, results: dict) -> None:
 
 def default_figure(params: Params, variants: list[str]) -> list[FigureRow]:
     """Without ``evaluate.figure``: each variant on its own dataset's first type."""
-    from tasks.shards import read_metadata
+    from tasks.data.shards import read_metadata
 
     first = {}
     for v in variants:

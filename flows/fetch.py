@@ -11,7 +11,7 @@ import sys
 from prefect import flow
 
 from tasks.config import DataSettings, load_params
-from tasks.datasets import DATASETS, fetch_task
+from tasks.data.datasets import DATASETS, fetch_task
 
 
 @flow(name="fetch")

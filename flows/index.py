@@ -13,7 +13,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from tasks.config import DataSettings, load_params
-from tasks.datasets import DATASETS, index_task
+from tasks.data.datasets import DATASETS, index_task
 
 
 @flow(name="index")

@@ -13,7 +13,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from tasks import artifacts
 from tasks.config import Params, load_params, variant_options
-from tasks.model_zoo import describe_variant_task, markdown_table
+from tasks.training.model_zoo import describe_variant_task, markdown_table
 from tasks.storage import atomic_write_json, atomic_write_text
 
 

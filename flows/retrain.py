@@ -19,8 +19,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from tasks.config import Params, load_params
-from tasks.promotion import decide_and_promote
-from tasks.tracking import configure
+from tasks.training.promotion import decide_and_promote
+from tasks.training.tracking import configure
 
 LOCK_FILE = ".retrain.lock"
 

@@ -16,7 +16,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
 from tasks.config import Params, load_params
-from tasks.train import fit_variant
+from tasks.training.fit import fit_variant
 
 
 @task(name="fit-variant")

@@ -1,5 +1,8 @@
-"""The work of each pipeline stage as plain, testable functions (data,
-training and evaluation, batch enhancement), plus the modules every stage
+"""The work of each pipeline stage as plain, testable functions, one room
+(sub-package) per part of the pipeline: ``tasks.data`` (fetch, index,
+shards), ``tasks.training`` (fit, tracking, evaluation, promotion, model-zoo
+report) and ``tasks.batch`` (batch enhancement); plus the modules every room
 shares: configuration (``config``), where artefacts live (``artifacts``),
-files written whole (``storage``) and the local services (``services``).
-Imports ``model``, never ``flows``."""
+files written whole (``storage``), process settings (``environment``,
+``runtime``) and the local services (``services``). Imports ``model``, never
+``flows``."""

@@ -205,7 +205,7 @@ class EvaluateSettings(Strict):
     splits: list[Literal["validation", "test"]] = ["validation", "test"]
     # per split, for every dataset or per dataset ({tid2013: 24, lol: 64}); None:
     # all. Fewer than all are taken evenly across distortion types
-    # (tasks.evaluate.balanced_order)
+    # (tasks.training.evaluation.balanced_order)
     max_images: Annotated[int, Field(ge=1)] | dict[str, Annotated[int, Field(ge=1)]] | None = None
     # rows of reports/evaluation/before_after.png; empty: each variant on its own dataset
     figure: list[FigureRow] = Field(default_factory=list)

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-TEST_DATA = Path(__file__).parent / "data"
+TEST_DATA = Path(__file__).parent / "testdata"
 
 
 @pytest.fixture(scope="session")

@@ -83,8 +83,8 @@ def test_every_stage_depends_on_the_modules_its_command_imports(pipeline):
 def test_the_import_scan_follows_lazy_and_package_imports():
     files = closure("flows.evaluate")
     assert {"flows/__init__.py", "tasks/__init__.py", "tasks/artifacts.py", "model/__init__.py",
-            "model/mirnet.py", "tasks/trained_models.py"} <= files  # the last is imported inside a task
-    assert "tasks/enhance.py" not in files
+            "model/mirnet.py", "tasks/training/trained_models.py"} <= files  # the last is imported inside a task
+    assert "tasks/batch/job.py" not in files
 
 
 def test_data_stages_do_not_import_the_model_zoo(pipeline):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from model import enhance, with_precision
-from tests.model.test_inference import SMALL, small_model
+from tests.model.small_models import SMALL, small_model
 
 
 def inner_layers(model):

@@ -13,8 +13,8 @@ import pytest
 import tifffile
 from PIL import Image, ImageCms
 
-from model import build_model, enhance, enhance_tiled
-from tasks.enhance import DestinationBusy, EnhanceJob, claim_destination
+from model import build_model
+from tasks.batch.job import DestinationBusy, EnhanceJob, claim_destination
 
 
 @pytest.fixture(scope="module")
@@ -197,25 +197,12 @@ def test_s3_to_s3_with_an_escaping_key(s3_bucket, tmp_path, model_file, prefect_
     assert head["Metadata"]["model"] == model_file
 
 
-def test_tiled_and_whole_image_outputs_agree(model_file):
-    """A local model (the CNN) gives the same result tiled or whole; MIRNet's
-    global attention pools over what it sees, so tiles differ a little more."""
-    image = np.asarray(photo(200, 150, seed=3), np.float32) / 255
-    cnn = build_model("cnn", channels=8, depth=3)
-    whole = enhance(cnn, image)
-    tiled = enhance_tiled(cnn, image, tile=96, overlap=12)
-    np.testing.assert_allclose(tiled, whole, atol=1e-5)
-    mirnet = keras.saving.load_model(model_file)
-    difference = np.abs(enhance_tiled(mirnet, image, tile=128, overlap=16) - enhance(mirnet, image))
-    assert difference.mean() < 0.02
-
-
 # The batch job in a child process that kills itself (SIGKILL, no clean-up) right
 # after writing its KILL_AFTER-th output image: deterministic, whatever the timing.
 KILLED_BATCH = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
-from tasks.objects import LocalStore
+from tasks.batch.stores import LocalStore
 from flows.enhance import main
 
 write, written = LocalStore.write, []
@@ -317,15 +304,15 @@ def test_chunks_run_on_a_local_dask_cluster(tmp_path, model_file, prefect_server
 def _models_loaded_here() -> int:
     import sys
 
-    module = sys.modules.get("tasks.enhance")
+    module = sys.modules.get("tasks.batch.job")
     return 0 if module is None else module.load_model.cache_info().currsize
 
 
 def test_a_lower_precision_is_a_different_result_for_resume(tmp_path, model_file):
     """Outputs of a bfloat16 run are not taken for float32 ones (or back): a run
     skips only what the destination holds now."""
-    from tasks.enhance import process_chunk
-    from tasks.objects import open_store
+    from tasks.batch.job import process_chunk
+    from tasks.batch.stores import open_store
 
     source, destination = tmp_path / "in", tmp_path / "out"
     source.mkdir()

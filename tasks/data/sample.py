@@ -2,7 +2,7 @@
 (scikit-image, scikit-learn, matplotlib), laid out exactly like TID2013 and LoL.
 
 Nothing is downloaded. References are cropped to 4:3 and resized to 512x384;
-each gets the 24 TID2013-style distortions at 5 levels (``tasks.distortions``).
+each gets the 24 TID2013-style distortions at 5 levels (``tasks.data.distortions``).
 LoL-style pairs are 600x400 crops whose ``low`` twin is a simulated dark,
 noisy exposure of the ``high`` photo. Everything is deterministic for a seed.
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tasks.distortions import DISTORTIONS, LEVELS, distort
+from tasks.data.distortions import DISTORTIONS, LEVELS, distort
 
 TID_SIZE = (512, 384)  # width, height
 LOL_SIZE = (600, 400)

@@ -1,7 +1,7 @@
 """The model-zoo report: size and cost of each configured variant, and a
 one-screen summary for any architecture and option set from the command line.
 
-    python -m tasks.model_zoo mirnet num_rrg=3 num_mrb=2 channels=32
+    python -m tasks.training.model_zoo mirnet num_rrg=3 num_mrb=2 channels=32
     mirnet-summary cnn channels=256
 """
 

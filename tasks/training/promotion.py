@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from tasks.tracking import CANDIDATE, CHAMPION
+from tasks.training.tracking import CANDIDATE, CHAMPION
 
 
 @dataclass

@@ -430,6 +430,6 @@ def psnr_table(reference: np.ndarray, seed: int = 0) -> str:
 if __name__ == "__main__":
     import sys
 
-    path = sys.argv[1] if len(sys.argv) > 1 else "tests/data/tid2013/I01.BMP"
+    path = sys.argv[1] if len(sys.argv) > 1 else "tests/testdata/tid2013/I01.BMP"
     with Image.open(path) as im:
         print(psnr_table(np.asarray(im.convert("RGB"))))

@@ -12,10 +12,11 @@ from typing import Callable
 import pandas as pd
 from prefect import task
 
-from tasks import artifacts, lol, sample, tid2013
+from tasks import artifacts
+from tasks.data import lol, sample, tid2013
 from tasks.config import DataSettings, ShardSettings
-from tasks.fetch import fetch_dataset
-from tasks.shards import ShardSet, write_shard_sets
+from tasks.data.fetch import fetch_dataset
+from tasks.data.shards import ShardSet, write_shard_sets
 from tasks.storage import atomic_write_bytes, file_sha256
 
 

@@ -16,9 +16,9 @@ import pytest
 import rars
 from PIL import Image
 
-from tasks import lol
-from tasks.fetch import FetchError, download, extract, fetch_dataset
-from tasks.layout import LayoutError
+from tasks.data import lol
+from tasks.data.fetch import FetchError, download, extract, fetch_dataset
+from tasks.data.layout import LayoutError
 
 FILES = {
     "set/readme.txt": b"a small dataset\n",

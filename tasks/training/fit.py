@@ -19,9 +19,10 @@ from model import build_model, enhance, get_loss, mae, psnr, ssim
 from model.complexity import count_layers
 from tasks.config import Params, TrainSettings, variant_options
 from tasks.runtime import tune_for_this_machine
-from tasks.shards import make_dataset, read_manifest
+from tasks.data.shards import make_dataset, read_manifest
 from tasks.storage import atomic_write_json, atomic_write_text
-from tasks import artifacts, tracking
+from tasks import artifacts
+from tasks.training import tracking
 
 
 def accelerator_setup(settings: TrainSettings):

@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from tasks.images import EXTENSIONS, FORMATS, ImageError, decode, encode, no_reference
-from tasks.objects import UnsafeKey, check_key, open_store
+from tasks.batch.images import EXTENSIONS, FORMATS, ImageError, decode, encode, no_reference
+from tasks.batch.stores import UnsafeKey, check_key, open_store
 from tasks.storage import atomic_write_bytes, remove_temporaries
 
 STATUS_OK, STATUS_SKIPPED, STATUS_ERROR = "ok", "skipped", "error"
@@ -91,7 +91,7 @@ def load_model(uri: str, precision: str = "float32"):
     """(model, version) from MLflow (``models:/...``) or a ``.keras`` file,
     computing in ``precision``."""
     from model import with_precision
-    from tasks.trained_models import load_model as load_trained
+    from tasks.training.trained_models import load_model as load_trained
 
     model, version = load_trained(uri)
     return with_precision(model, precision), version

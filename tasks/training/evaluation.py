@@ -18,8 +18,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from model import enhance, mae, psnr, ssim
-from tasks.distortions import DISTORTION_NAMES
-from tasks.shards import make_dataset, read_metadata
+from tasks.data.distortions import DISTORTION_NAMES
+from tasks.data.shards import make_dataset, read_metadata
 
 KEYS = ("psnr", "ssim", "mae")
 CHANNELS = ("r", "g", "b")

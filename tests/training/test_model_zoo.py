@@ -8,7 +8,7 @@ import pytest
 
 from tasks.artifacts import MODEL_ZOO
 from tasks.config import load_params, parse_params
-from tasks.model_zoo import main
+from tasks.training.model_zoo import main
 
 
 def test_summary_command_prints_one_screen(capsys):

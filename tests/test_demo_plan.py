@@ -6,7 +6,7 @@ from pathlib import Path
 
 from flows.demo import Plan, plan, ready
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_a_stale_stage_takes_everything_downstream_and_nothing_upstream(monkeypatch):

@@ -9,7 +9,7 @@ import pytest
 from filelock import FileLock
 from mlflow.tracking import MlflowClient
 
-from tasks.promotion import decide_and_promote
+from tasks.training.promotion import decide_and_promote
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from tasks.shards import write_shards
+from tasks.data.shards import write_shards
 
 PARAMS = {
     "profile": "research",

@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio
 
-from tasks import lol, sample, tid2013
+from tasks.data import lol, sample, tid2013
 from tasks.config import Tid2013Settings
-from tasks.distortions import DISTORTIONS, distort
+from tasks.data.distortions import DISTORTIONS, distort
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ import os, signal, sys
 sys.path.insert(0, {root!r})
 import keras
 from tasks.config import load_params
-from tasks.train import fit_variant
+from tasks.training.fit import fit_variant
 
 class EpochWatcher(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
