@@ -13,7 +13,6 @@ and later fetches verify against it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -28,7 +27,7 @@ import requests
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 from tqdm.auto import tqdm
 
-from tasks.storage import atomic_directory, atomic_write_json
+from tasks.storage import atomic_directory, atomic_write_json, file_sha256
 
 LOCK_FILE = Path("sources.lock.json")
 CHUNK = 1 << 20
@@ -45,14 +44,6 @@ class _Incomplete(IOError):
 # --- checksums and the lock file ------------------------------------------------
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_lock(path: Path = LOCK_FILE) -> dict[str, str]:
     return json.loads(path.read_text()) if path.exists() else {}
 
@@ -64,7 +55,7 @@ def record_checksum(source: str, digest: str, path: Path = LOCK_FILE) -> None:
 
 
 def verify(path: Path, expected: str | None, source: str) -> str:
-    actual = sha256_file(path)
+    actual = file_sha256(path)
     if expected is not None and actual != expected.lower():
         raise FetchError(
             f"checksum mismatch for {source} ({path}): expected sha256 {expected}, got {actual}"
@@ -283,7 +274,7 @@ def obtain(source: str, downloads: Path, sha256: str | None, lock_path: Path,
     expected = sha256 or read_lock(lock_path).get(source)
     if source.startswith(("http://", "https://")):
         path = downloads / _archive_name(source)
-        if not (path.exists() and (expected is None or sha256_file(path) == expected)):
+        if not (path.exists() and (expected is None or file_sha256(path) == expected)):
             path.unlink(missing_ok=True)
             download(source, path, expected_sha256=expected, progress=progress)
     elif source.startswith("s3://"):

@@ -20,7 +20,7 @@ from model.complexity import count_layers
 from tasks.config import Params, TrainSettings, variant_options
 from tasks.runtime import tune_for_this_machine
 from tasks.data.shards import make_dataset, read_manifest
-from tasks.storage import atomic_write_json, atomic_write_text
+from tasks.storage import atomic_write_json, atomic_write_text, file_sha256
 from tasks import artifacts
 from tasks.training import tracking
 
@@ -231,8 +231,8 @@ def fit_variant(name: str, params: Params, extra_callbacks=(), log_model: bool =
                              "accelerator": accelerator, "global_batch_size": global_batch,
                              "steps_per_epoch": steps, "validation_steps": validation_steps})
     tags = {"variant": name, "profile": params.profile, "git_commit": tracking.git_commit(),
-            "data.train_shards_manifest_sha256": tracking.sha256_of(train_dir / "manifest.json"),
-            "data.validation_shards_manifest_sha256": tracking.sha256_of(validation_dir / "manifest.json"),
+            "data.train_shards_manifest_sha256": file_sha256(train_dir / "manifest.json"),
+            "data.validation_shards_manifest_sha256": file_sha256(validation_dir / "manifest.json"),
             "data.source_manifest_sha256": train_manifest.get("source_manifest_sha256") or "",
             "resumed": str(resumed)}
     with tracking.run(params.mlflow, name, checkpoints / "mlflow_run_id", tags) as run:

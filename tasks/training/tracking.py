@@ -6,7 +6,6 @@ tracking server works by URI (``mlflow.tracking_uri`` in params.yaml or
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import subprocess
 from pathlib import Path
@@ -145,7 +144,3 @@ def git_commit(root: Path = Path(".")) -> str:
                               text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest() if Path(path).exists() else ""
