@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import sys
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-from tasks.config import Params, load_params
-from tasks.data.datasets import DATASETS, shard_task
+from tasks.config import Params, ShardSettings, load_params
+from tasks.data.datasets import DATASETS, build_shard_sets
+
+
+@task(name="build-shard-sets")
+def shard_task(name: str, settings: ShardSettings) -> dict:
+    """Every shard set of one dataset."""
+    return build_shard_sets(name, settings)
 
 
 @flow(name="build-shards")

@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import sys
 
-from prefect import flow
+from prefect import flow, task
 
 from tasks.config import DataSettings, load_params
-from tasks.data.datasets import DATASETS, fetch_task
+from tasks.data.datasets import DATASETS
+from tasks.data.datasets import fetch as fetch_dataset
+
+
+@task(name="fetch-dataset")
+def fetch_task(name: str, settings: DataSettings) -> str:
+    """``data/raw/<name>`` from the configured source, validated, whole."""
+    return fetch_dataset(name, settings)
 
 
 @flow(name="fetch")

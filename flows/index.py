@@ -9,11 +9,18 @@ from __future__ import annotations
 import sys
 
 import pandas as pd
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from tasks.config import DataSettings, load_params
-from tasks.data.datasets import DATASETS, index_task
+from tasks.data.datasets import DATASETS
+from tasks.data.datasets import index as index_dataset
+
+
+@task(name="index-dataset")
+def index_task(name: str, settings: DataSettings) -> str:
+    """``data/prepared/<name>.parquet``: one row per (input, target) pair."""
+    return index_dataset(name, settings)
 
 
 @flow(name="index")

@@ -8,13 +8,16 @@ and publishes the table as a Prefect artifact.
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from tasks import artifacts
 from tasks.config import Params, load_params, variant_options
-from tasks.training.model_zoo import describe_variant_task, markdown_table
 from tasks.storage import atomic_write_json, atomic_write_text
+from tasks.training.model_zoo import describe_variant, markdown_table
+
+
+describe_variant_task = task(describe_variant, name="describe-variant")
 
 
 @flow(name="model-zoo")

@@ -1,6 +1,7 @@
 """The datasets the pipeline knows, as one table: how to validate each, how to
-make its offline sample, how to index it into a pairs manifest. Plus the
-Prefect task wrappers the data flows call."""
+make its offline sample, how to index it into a pairs manifest; and the
+three data stages' work on one dataset (``fetch``, ``index``,
+``build_shard_sets``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
-from prefect import task
 
 from tasks import artifacts
 from tasks.data import lol, sample, tid2013
@@ -53,8 +53,7 @@ def get_dataset(name: str) -> Dataset:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}") from None
 
 
-@task(name="fetch-dataset", retries=0)
-def fetch_task(name: str, settings: DataSettings) -> str:
+def fetch(name: str, settings: DataSettings) -> str:
     """``data/raw/<name>`` from the configured source, validated, whole."""
     dataset = get_dataset(name)
     source = getattr(settings, name)
@@ -70,8 +69,7 @@ def fetch_task(name: str, settings: DataSettings) -> str:
     return str(out)
 
 
-@task(name="index-dataset")
-def index_task(name: str, settings: DataSettings) -> str:
+def index(name: str, settings: DataSettings) -> str:
     """``data/prepared/<name>.parquet``: one row per (input, target) pair."""
     frame = get_dataset(name).index(artifacts.raw_dataset(name), settings)
     path = artifacts.pairs_manifest(name)
@@ -89,8 +87,7 @@ SHARD_SETS = {
 }
 
 
-@task(name="build-shard-sets")
-def shard_task(name: str, settings: ShardSettings) -> dict:
+def build_shard_sets(name: str, settings: ShardSettings) -> dict:
     """Every set of ``SHARD_SETS`` for dataset ``name``; the sets of one split
     are written in one pass over its pairs."""
     manifest_path = artifacts.pairs_manifest(name)

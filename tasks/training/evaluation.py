@@ -10,6 +10,7 @@ small evaluation still covers every type.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -18,8 +19,11 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from model import enhance, mae, psnr, ssim
+from tasks import artifacts
+from tasks.config import FigureRow, MlflowSettings, Params
 from tasks.data.distortions import DISTORTION_NAMES
 from tasks.data.shards import make_dataset, read_metadata
+from tasks.storage import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 KEYS = ("psnr", "ssim", "mae")
 CHANNELS = ("r", "g", "b")
@@ -245,3 +249,99 @@ def comparison_text(results: dict, per_type: pd.DataFrame, profile: str, researc
     if notes:
         parts += ["## Notes\n", "\n".join(notes) + "\n"]
     return "\n".join(parts)
+
+
+# --- the evaluate stage: which variants on which splits, and what it writes -------
+
+
+def datasets_of(params: Params, variants: list[str] | None) -> dict[str, list[str]]:
+    """{dataset: the variants evaluated on it} (every variant when ``variants`` is None)."""
+    unknown = sorted(set(variants or []) - set(params.variants))
+    if unknown:
+        raise ValueError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(params.variants)}")
+    on: dict[str, list[str]] = {}
+    for variant in variants or list(params.variants):
+        spec = params.variants[variant]
+        for dataset in spec.evaluate_on or [spec.dataset]:
+            on.setdefault(dataset, []).append(variant)
+    return on
+
+
+def figure_rows(params: Params, variants: list[str]) -> list[FigureRow]:
+    """The before/after rows of these variants: ``evaluate.figure``, or each
+    variant on its own dataset's first distortion type."""
+    rows = params.evaluate.figure
+    if not rows:
+        first = {}
+        for v in variants:
+            dataset = params.variants[v].dataset
+            if dataset not in first:
+                first[dataset] = min(r["distortion"] for r in read_metadata(artifacts.shard_set(dataset, "validation")))
+        rows = [FigureRow(variant=v, dataset=params.variants[v].dataset, distortion=first[params.variants[v].dataset])
+                for v in variants]
+    return [row for row in rows if row.variant in variants]
+
+
+def evaluate_variants(variants: list[str], dataset: str, split: str, max_images: int | None,
+                      figure: list[FigureRow]) -> tuple[pd.DataFrame, dict]:
+    """The trained ``variants`` scored on one split of ``dataset`` (``evaluate_split``),
+    and the panels of the figure rows on it, keyed (dataset, variant, type)."""
+    from tasks.training.trained_models import load_model
+
+    models = {v: load_model(artifacts.model_file(v))[0] for v in variants}
+    keep: dict[str, tuple[int, ...]] = {}
+    if split == "validation":
+        for row in figure:
+            if row.dataset == dataset and row.variant in models:
+                keep[row.variant] = keep.get(row.variant, ()) + (row.distortion,)
+    frame, panels = evaluate_split(models, artifacts.shard_set(dataset, split), max_images, keep)
+    return frame.assign(dataset=dataset, split=split), {(dataset, *key): panel for key, panel in panels.items()}
+
+
+def write_figure(rows: list[FigureRow], panels: dict) -> Path:
+    """``before_after.png``: input / output / target rows, in the order of ``rows``."""
+    missing = [row for row in rows if (row.dataset, row.variant, row.distortion) not in panels]
+    if missing:
+        raise ValueError(f"evaluate.figure: no evaluated validation image for {missing}")
+    chosen = []
+    for row in rows:
+        panel = panels[(row.dataset, row.variant, row.distortion)]
+        chosen.append({**panel, "title": f"{row.variant} on {row.dataset} {panel['record']['image_id']}"})
+    path = artifacts.EVALUATION / "before_after.png"
+    before_after_figure(chosen, path)
+    return path
+
+
+def write_reports(params: Params, per_image: pd.DataFrame) -> tuple[dict, str]:
+    """Per-image scores, ``per_type.csv``, ``metrics.json`` and ``comparison.md``;
+    returns the means ({variant: {dataset: {split: ...}}}) and the comparison text."""
+    out = artifacts.EVALUATION
+    for variant, frame in per_image.groupby("variant", sort=False):
+        atomic_write_bytes(out / "images" / f"{variant}.parquet", frame.to_parquet(index=False))
+    per_type = aggregate(per_image, ["variant", "dataset", "split", "distortion"])
+    atomic_write_text(out / "per_type.csv", per_type.to_csv(index=False, float_format="%.5g"))
+    results = summarize(per_image)
+    atomic_write_json(out / "metrics.json", results)
+    architectures = {v: params.models[params.variants[v].model].arch for v in results}
+    text = comparison_text(results, per_type, params.profile, params.evaluate.research_psnr, architectures)
+    atomic_write_text(artifacts.COMPARISON, text)
+    return results, text
+
+
+def log_to_training_runs(settings: MlflowSettings, results: dict) -> None:
+    """Each variant's means as ``eval.<dataset>.<split>.<metric>`` metrics of its training run."""
+    import mlflow
+
+    from tasks.training import tracking
+
+    tracking.configure(settings)
+    for variant, per_dataset in results.items():
+        run_file = artifacts.variant_reports(variant) / "mlflow.json"
+        run_id = json.loads(run_file.read_text()).get("run_id") if run_file.exists() else None
+        if not run_id:
+            continue
+        with mlflow.start_run(run_id=run_id):
+            for dataset, splits in per_dataset.items():
+                for split, m in splits.items():
+                    tracking.log_metrics({f"eval.{dataset}.{split}.{k}": v for k, v in m.items()
+                                          if isinstance(v, (int, float))})

@@ -12,7 +12,6 @@ import json
 import sys
 
 import yaml
-from prefect import task
 
 from model import ARCHITECTURES, get_architecture
 from model.complexity import describe
@@ -29,8 +28,6 @@ def describe_variant(arch: str, options: dict, height: int = 1000, width: int = 
     info["options"] = {**defaults, **options}
     return info
 
-
-describe_variant_task = task(describe_variant, name="describe-variant")
 
 
 def format_summary(info: dict) -> str:
