@@ -41,7 +41,7 @@ import sys, time, numpy as np, keras
 sys.path.insert(0, {root!r})
 import model as zoo
 from tasks.batch.job import EnhanceJob, load_model
-m = load_model({model!r})[0] if {tiled} else keras.saving.load_model({model!r})
+m = load_model({model!r}).model if {tiled} else keras.saving.load_model({model!r})
 job = EnhanceJob(source="", destination="", model="")
 image = np.random.default_rng(0).random((4000, 6000, 3), dtype=np.float32)
 start = time.perf_counter()
@@ -108,7 +108,7 @@ def model_only(model_path: str, source: Path, batch: int) -> float:
     """Seconds for the model alone on the decoded images, ``batch`` at a time."""
     from tasks.batch.job import load_model
 
-    m = load_model(model_path)[0]
+    m = load_model(model_path).model
     images = np.stack([np.asarray(Image.open(p).convert("RGB"), np.float32) / 255.0
                        for p in sorted(source.glob("*.png"))])
     m.predict_on_batch(images[:batch])  # compiled before the clock, as in the batch job

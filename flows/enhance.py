@@ -14,6 +14,7 @@ Chunks run on Prefect's thread pool, or on an existing Dask cluster with
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from prefect import flow, get_run_logger, task
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 from model.precision import PRECISIONS
 from tasks.batch.job import (DestinationBusy, EnhanceJob, chunks, claim_destination, ledger, new_run_id, process_chunk,
                            summarize, write_metrics)
+from tasks.batch.images import FORMATS
 from tasks.batch.stores import open_store
 
 
@@ -31,7 +33,23 @@ def enhance_chunk(job: EnhanceJob, infos: list, run_id: str, index: int, done: d
     return process_chunk(job, infos, run_id, index, done)
 
 
-@flow(name="enhance")
+def task_runner(dask_address: str | None, workers: int):
+    """Chunks on an existing Dask cluster, or ``workers`` at a time on threads."""
+    if dask_address:
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(address=dask_address)
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    return ThreadPoolTaskRunner(max_workers=workers)
+
+
+CHUNK_WORKERS = 1  # chunks at a time unless the caller says otherwise (each has its own I/O threads)
+
+
+# Called directly (the DVC stage, a deployment) the flow runs CHUNK_WORKERS
+# chunks at a time; main() sets the runner from --chunk-workers/--dask-address.
+@flow(name="enhance", task_runner=task_runner(None, CHUNK_WORKERS))
 def enhance(job: EnhanceJob) -> dict:
     with claim_destination(job):
         infos = open_store(job.source, job.endpoint_url, job.region).list(job.include, job.exclude)
@@ -58,14 +76,8 @@ def enhance(job: EnhanceJob) -> dict:
     return summary
 
 
-def task_runner(dask_address: str | None, workers: int):
-    if dask_address:
-        from prefect_dask import DaskTaskRunner
-
-        return DaskTaskRunner(address=dask_address)
-    from prefect.task_runners import ThreadPoolTaskRunner
-
-    return ThreadPoolTaskRunner(max_workers=workers)
+# the job's defaults, written once (in EnhanceJob)
+JOB = {f.name: f.default for f in dataclasses.fields(EnhanceJob) if f.default is not dataclasses.MISSING}
 
 
 def parse(argv: list[str]) -> tuple[EnhanceJob, argparse.Namespace]:
@@ -75,22 +87,22 @@ def parse(argv: list[str]) -> tuple[EnhanceJob, argparse.Namespace]:
     p.add_argument("--model", required=True, help="models:/<name>@<alias>, models:/<name>/<version> or a .keras file")
     p.add_argument("--include", action="append", default=None, help="glob of keys to take (repeatable)")
     p.add_argument("--exclude", action="append", default=[], help="glob of keys to leave out (repeatable)")
-    p.add_argument("--format", dest="output_format", choices=["PNG", "JPEG", "WEBP", "TIFF", "BMP"], type=str.upper)
-    p.add_argument("--suffix", default="", help="added to each output name before the extension")
+    p.add_argument("--format", dest="output_format", choices=list(FORMATS), type=str.upper)
+    p.add_argument("--suffix", default=JOB["suffix"], help="added to each output name before the extension")
     p.add_argument("--reference", help="folder or s3:// prefix of ground truth with the same keys")
     p.add_argument("--endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000")
     p.add_argument("--region")
-    p.add_argument("--max-pixels", type=int, default=100_000_000)
-    p.add_argument("--tile", type=int, default=512)
-    p.add_argument("--overlap", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=4, help="whole images of one size per model call")
-    p.add_argument("--tile-batch-size", type=int, default=2, help="tiles per model call")
-    p.add_argument("--chunk-size", type=int, default=200)
-    p.add_argument("--precision", choices=list(PRECISIONS), default="float32",
+    p.add_argument("--max-pixels", type=int, default=JOB["max_pixels"])
+    p.add_argument("--tile", type=int, default=JOB["tile"])
+    p.add_argument("--overlap", type=int, default=JOB["overlap"])
+    p.add_argument("--batch-size", type=int, default=JOB["batch_size"], help="whole images of one size per model call")
+    p.add_argument("--tile-batch-size", type=int, default=JOB["tile_batch_size"], help="tiles per model call")
+    p.add_argument("--chunk-size", type=int, default=JOB["chunk_size"])
+    p.add_argument("--precision", choices=list(PRECISIONS), default=JOB["precision"],
                    help="compute precision: bfloat16 (recent x86 CPUs) or float16 (GPUs) is faster and "
                         "changes the output slightly")
-    p.add_argument("--workers", type=int, default=4, help="I/O threads per chunk")
-    p.add_argument("--chunk-workers", type=int, default=1, help="chunks in parallel (threads)")
+    p.add_argument("--workers", type=int, default=JOB["workers"], help="I/O threads per chunk")
+    p.add_argument("--chunk-workers", type=int, default=CHUNK_WORKERS, help="chunks in parallel (threads)")
     p.add_argument("--metrics", help="where the metrics Parquet goes")
     p.add_argument("--state-dir", help="where resume state goes")
     p.add_argument("--dask-address", help="run chunks on this Dask scheduler")

@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
@@ -45,8 +45,8 @@ class EnhanceJob:
     source: str
     destination: str
     model: str  # models:/<name>@<alias>, models:/<name>/<version> or a .keras path
-    include: tuple[str, ...] = ("*.png", "*.jpg", "*.jpeg", "*.webp", "*.tif", "*.tiff", "*.bmp",
-                                "*.PNG", "*.JPG", "*.JPEG", "*.WEBP", "*.TIF", "*.TIFF", "*.BMP")
+    # every extension the job reads, either case
+    include: tuple[str, ...] = tuple(f"*{e}" for e in EXTENSIONS) + tuple(f"*{e.upper()}" for e in EXTENSIONS)
     exclude: tuple[str, ...] = ()
     output_format: str | None = None  # PNG, JPEG, WEBP, TIFF, BMP; None: same as input
     suffix: str = ""
@@ -86,15 +86,25 @@ class EnhanceJob:
         return Path(self.destination) / ".enhance"
 
 
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model loaded once per process, its version, and the lock that lets one
+    inference at a time run on it (TensorFlow already uses every core for one)."""
+
+    model: object
+    version: str
+    lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
+
+
 @functools.lru_cache(maxsize=4)
-def load_model(uri: str, precision: str = "float32"):
-    """(model, version) from MLflow (``models:/...``) or a ``.keras`` file,
-    computing in ``precision``."""
+def load_model(uri: str, precision: str = "float32") -> LoadedModel:
+    """The model from MLflow (``models:/...``) or a ``.keras`` file, computing in
+    ``precision``; chunk processors of one process share it and its lock."""
     from model import with_precision
     from tasks.training.trained_models import load_model as load_trained
 
     model, version = load_trained(uri)
-    return with_precision(model, precision), version
+    return LoadedModel(with_precision(model, precision), version)
 
 
 def output_key(key: str, suffix: str, fmt: str) -> str:
@@ -122,8 +132,8 @@ class ChunkProcessor:
         self.source = open_store(job.source, job.endpoint_url, job.region, job.workers * 2)
         self.destination = open_store(job.destination, job.endpoint_url, job.region, job.workers * 2)
         self.reference = open_store(job.reference, job.endpoint_url, job.region) if job.reference else None
-        self.model, self.model_version = load_model(job.model, job.precision)
-        self.lock = threading.Lock()  # one inference at a time per model
+        loaded = load_model(job.model, job.precision)
+        self.model, self.model_version, self.lock = loaded.model, loaded.version, loaded.lock
 
     def _infer_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """Images of one shape: batched whole when they fit a tile, else tiled one by one."""

@@ -340,3 +340,14 @@ def test_a_lower_precision_is_a_different_result_for_resume(tmp_path, model_file
 def test_bad_job_parameters_are_named(field, value, message):
     with pytest.raises(ValueError, match=message):
         EnhanceJob(source="in", destination="out", model="m.keras", **{field: value})
+
+
+def test_chunks_share_one_model_and_its_lock_and_run_one_at_a_time_by_default(tmp_path, model_file):
+    from flows.enhance import CHUNK_WORKERS, enhance
+    from tasks.batch.job import ChunkProcessor
+
+    (tmp_path / "in").mkdir()
+    job = EnhanceJob(source=str(tmp_path / "in"), destination=str(tmp_path / "out"), model=model_file)
+    first, second = ChunkProcessor(job), ChunkProcessor(job)
+    assert first.model is second.model and first.lock is second.lock
+    assert enhance.task_runner._max_workers == CHUNK_WORKERS == 1
