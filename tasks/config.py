@@ -237,7 +237,6 @@ class EnhanceSettings(Strict):
 
 class Params(Strict):
     profile: str = "research"
-    seed: int = 42
     mlflow: MlflowSettings = MlflowSettings()
     data: DataSettings = DataSettings()
     shards: ShardSettings = ShardSettings()

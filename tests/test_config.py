@@ -58,7 +58,7 @@ def test_the_demo_profile_overrides_the_research_settings():
          "summary.height", "greater than 0"),
         (lambda d: d["mlflow"].update(tracking_url="x"),
          "mlflow.tracking_url", "Extra inputs are not permitted"),
-        (lambda d: d.update(seed="abc"), "seed", "valid integer"),
+        (lambda d: d["shards"].update(seed="abc"), "shards.seed", "valid integer"),
     ],
 )
 def test_a_bad_value_fails_with_a_message_naming_the_key(change, key, fragment):
