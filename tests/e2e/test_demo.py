@@ -149,12 +149,13 @@ def test_dvc_repro_is_trustworthy_after_the_demo(demo):
     def changed() -> set[str]:
         return set(json.loads(run(dvc + ["status", "--json"], clone, env)))
 
-    # a new learning rate invalidates the training stages; evaluation and
-    # enhancement follow through the models they depend on
+    # a new learning rate invalidates the training stages (evaluation and
+    # enhancement follow through the models they depend on once those change,
+    # which a dry run cannot show: tests/test_demo_plan.py checks that graph)
     edit(lambda p: p["profiles"]["demo"]["train"].update(learning_rate=1e-3))
     assert changed() == {f"train@{v}" for v in variants}
     dry = run(dvc + ["repro", "--dry"], clone, env)
-    for stage in (*[f"train@{v}" for v in variants], "evaluate", "enhance"):
+    for stage in (f"train@{v}" for v in variants):
         assert f"Running stage '{stage}'" in dry, stage
     for stage in ("fetch@tid2013", "fetch@lol", "index", "shards", "model_zoo"):
         assert f"Running stage '{stage}'" not in dry, stage
