@@ -16,7 +16,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from model.attention import PACKAGE
+from model.registry import PACKAGE
 from model.registry import register_architecture
 from model.residual import global_residual
 

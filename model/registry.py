@@ -13,6 +13,10 @@ from typing import Any, Callable
 
 import keras
 
+# the package name under which every custom layer, loss and metric is registered
+# with keras.saving (".keras" files name them "mirnet_pipeline>ClassName")
+PACKAGE = "mirnet_pipeline"
+
 
 @dataclasses.dataclass(frozen=True)
 class Architecture:
