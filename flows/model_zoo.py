@@ -23,7 +23,7 @@ describe_variant_task = task(describe_variant, name="describe-variant")
 @flow(name="model-zoo")
 def model_zoo(params: Params | None = None) -> dict:
     params = params or load_params()
-    settings = params.summary
+    settings = params.model_zoo
     rows = {
         name: describe_variant_task(
             spec.arch, variant_options(spec), settings.height, settings.width

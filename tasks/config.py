@@ -100,7 +100,7 @@ class MlflowSettings(Strict):
     system_metrics_interval: float = Field(10.0, gt=0)  # seconds between samples
 
 
-class SummarySettings(Strict):
+class ModelZooSettings(Strict):
     """The image size at which the model-zoo report counts MACs."""
 
     height: int = Field(1000, gt=0, multiple_of=4)
@@ -246,7 +246,7 @@ class Params(Strict):
     evaluate: EvaluateSettings = EvaluateSettings()
     retrain: RetrainSettings = RetrainSettings()
     enhance: EnhanceSettings = EnhanceSettings()
-    summary: SummarySettings = SummarySettings()
+    model_zoo: ModelZooSettings = ModelZooSettings()
 
     @field_validator("models")
     @classmethod

@@ -41,7 +41,7 @@ def test_model_zoo_flow_writes_metrics(prefect_server, tmp_path, monkeypatch):
                 "cnn128": {"arch": "cnn", "options": {"channels": 128}},
                 "tiny": {"arch": "mirnet", "options": {"num_rrg": 1, "num_mrb": 1, "channels": 8}},
             },
-            "summary": {"height": 64, "width": 64},
+            "model_zoo": {"height": 64, "width": 64},
         }
     )
     metrics = model_zoo(params)
