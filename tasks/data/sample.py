@@ -21,10 +21,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tasks.data import lol, tid2013
 from tasks.data.distortions import DISTORTIONS, LEVELS, distort
 
-TID_SIZE = (512, 384)  # width, height
-LOL_SIZE = (600, 400)
 
 
 def _skimage(name):
@@ -138,26 +137,17 @@ def crop_resize(image: np.ndarray, box, size) -> np.ndarray:
 
 def tid_reference(number: int) -> np.ndarray:
     crop = TID_REFERENCES[number]
-    return crop_resize(load_source(crop.source), crop.box, TID_SIZE)
-
-
-def tid_reference_name(number: int) -> str:
-    """TID2013's names: I01.BMP ... I24.BMP, then a lower-case i25.bmp."""
-    return "i25.bmp" if number == 25 else f"I{number:02d}.BMP"
-
-
-def tid_distorted_name(number: int, distortion: int, level: int) -> str:
-    return f"i{number:02d}_{distortion:02d}_{level}.bmp"
+    return crop_resize(load_source(crop.source), crop.box, tid2013.SIZE)
 
 
 def _write_tid_reference(number: int, root: str, seed: int) -> list[str]:
     root_path = Path(root)
     reference = tid_reference(number)
-    Image.fromarray(reference).save(root_path / "reference_images" / tid_reference_name(number))
+    Image.fromarray(reference).save(root_path / "reference_images" / tid2013.reference_file(number))
     names = []
     for d in DISTORTIONS:
         for level in LEVELS:
-            name = tid_distorted_name(number, d.number, level)
+            name = tid2013.distorted_name(number, d.number, level)
             image = distort(reference, d.number, level, seed=seed * 100 + number)
             Image.fromarray(image).save(root_path / "distorted_images" / name)
             names.append(name)
@@ -179,7 +169,7 @@ def write_tid2013_sample(root: str | os.PathLike, seed: int = 0, workers: int | 
         names = [n for chunk in pool.map(_write_tid_reference, sorted(TID_REFERENCES),
                                          [str(root)] * 25, [seed] * 25) for n in chunk]
     # The sample has no subjective scores: every MOS is "nan" (unknown).
-    (root / "mos_with_names.txt").write_text("".join(f"nan {n}\n" for n in names))
+    (root / tid2013.MOS_FILE).write_text("".join(f"nan {n}\n" for n in names))
     (root / "readme.txt").write_text(
         "Offline sample in the layout of TID2013 (Ponomarenko et al., 2013), made from\n"
         "photographs bundled with scikit-image, scikit-learn and matplotlib; distortions\n"
@@ -217,7 +207,7 @@ def lol_pair(index: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     source = load_source(LOL_SOURCES[int(rng.integers(len(LOL_SOURCES)))])
     scale = rng.uniform(0.4, 1.0)
     left, top = rng.uniform(0, 1 - scale, 2)
-    high = crop_resize(source, (left, top, left + scale, top + scale), LOL_SIZE)
+    high = crop_resize(source, (left, top, left + scale, top + scale), lol.SIZE)
     if rng.random() < 0.5:
         high = high[:, ::-1]
     high = np.ascontiguousarray(high)

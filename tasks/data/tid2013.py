@@ -21,8 +21,13 @@ SIZE = (512, 384)
 MOS_FILE = "mos_with_names.txt"
 
 
+def reference_file(number: int) -> str:
+    """TID2013's file names: I01.BMP ... I24.BMP, then a lower-case i25.bmp."""
+    return "i25.bmp" if number == 25 else f"I{number:02d}.BMP"
+
+
 def reference_name(number: int) -> str:
-    return f"i{number:02d}.bmp"  # lower-case key; files are I01.BMP ... i25.bmp
+    return reference_file(number).lower()  # names are matched ignoring case
 
 
 def distorted_name(number: int, distortion: int, level: int) -> str:
