@@ -6,7 +6,7 @@ from model import cnn, mirnet, mirnet_v2  # noqa: F401  (register the architectu
 from model.attention import ChannelPooling, NonLocalBlock, StreamSoftmax
 from model.inference import enhance, enhance_tiled, reflect_pad
 from model.losses import LOSSES, charbonnier, get_loss
-from model.metrics import mae, mae_metric, psnr, psnr_metric, ssim, ssim_metric
+from model.metrics import mae, mae_metric, psnr, psnr_metric, reference_scores, ssim, ssim_metric
 from model.mirnet_v2 import BilinearUpSampling2D, ContextBlock, ResidualContextBlock, SelectiveKernelFusion
 from model.precision import PRECISIONS, with_precision
 from model.registry import ARCHITECTURES, build_model, get_architecture, size_multiple
@@ -32,6 +32,7 @@ __all__ = [
     "mae_metric",
     "psnr",
     "psnr_metric",
+    "reference_scores",
     "reflect_pad",
     "size_multiple",
     "ssim",

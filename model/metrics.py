@@ -79,6 +79,17 @@ def ssim(y_true, y_pred, data_range=DATA_RANGE):
     return ops.mean(numerator / denominator, axis=(1, 2, 3))
 
 
+def reference_scores(y_true, y_pred) -> list[dict[str, float | None]]:
+    """PSNR, SSIM and MAE of each image of a batch against its reference, as
+    plain floats; SSIM is None for images with a side under its 11-pixel window."""
+    count = len(y_true)
+    small = min(np.shape(y_true)[1:3]) < SSIM_WINDOW
+    values = {"psnr": np.asarray(psnr(y_true, y_pred)),
+              "ssim": [None] * count if small else np.asarray(ssim(y_true, y_pred)),
+              "mae": np.asarray(mae(y_true, y_pred))}
+    return [{k: None if v[i] is None else float(v[i]) for k, v in values.items()} for i in range(count)]
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 def psnr_metric(y_true, y_pred):
     return ops.mean(psnr(y_true, y_pred))

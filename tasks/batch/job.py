@@ -113,15 +113,12 @@ def output_key(key: str, suffix: str, fmt: str) -> str:
 
 
 def _reference_scores(reference: np.ndarray, output: np.ndarray) -> dict:
-    from model import mae, psnr, ssim
+    from model import reference_scores
 
     if reference.shape != output.shape:
         raise ImageError(f"reference is {reference.shape[1]}x{reference.shape[0]}, "
                          f"output {output.shape[1]}x{output.shape[0]}")
-    r, o = reference[None], output[None]
-    small = min(reference.shape[:2]) < 11
-    return {"psnr": float(psnr(r, o)[0]), "ssim": None if small else float(ssim(r, o)[0]),
-            "mae": float(mae(r, o)[0])}
+    return reference_scores(reference[None], output[None])[0]
 
 
 class ChunkProcessor:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from model import enhance, mae, psnr, ssim
+from model import enhance, psnr, reference_scores
 from tasks import artifacts
 from tasks.config import FigureRow, MlflowSettings, Params
 from tasks.data.distortions import DISTORTION_NAMES
@@ -58,12 +58,9 @@ def balanced_order(records: list[dict]) -> list[int]:
 
 def image_scores(targets: np.ndarray, images: np.ndarray) -> list[dict[str, float]]:
     """PSNR, SSIM, MAE and mean signed error per channel of each image of a batch."""
-    values = {"psnr": np.asarray(psnr(targets, images)), "ssim": np.asarray(ssim(targets, images)),
-              "mae": np.asarray(mae(targets, images))}
     bias = (images - targets).mean(axis=(1, 2))
-    for c, name in enumerate(CHANNELS):
-        values[f"bias_{name}"] = bias[:, c]
-    return [{k: float(v[i]) for k, v in values.items()} for i in range(len(images))]
+    return [{**scores, **{f"bias_{name}": float(bias[i, c]) for c, name in enumerate(CHANNELS)}}
+            for i, scores in enumerate(reference_scores(targets, images))]
 
 
 def selected_batches(split_dir: Path, max_images: int | None, batch_size: int = 4):

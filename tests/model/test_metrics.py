@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from model import charbonnier, get_loss, mae, psnr, ssim
+from model import charbonnier, get_loss, mae, psnr, reference_scores, ssim
 
 
 def to_unit(image_uint8):
@@ -81,3 +81,18 @@ def test_losses_against_numpy():
     assert float(charbonnier(a, a)) == pytest.approx(1e-3, rel=1e-4)
     with pytest.raises(ValueError, match="unknown loss 'l3'"):
         get_loss("l3")
+
+
+def test_reference_scores_match_skimage_and_leave_ssim_out_below_its_window():
+    rng = np.random.default_rng(5)
+    target = rng.random((2, 32, 40, 3)).astype(np.float32)
+    image = np.clip(target + rng.normal(0, 0.05, target.shape), 0, 1).astype(np.float32)
+    scores = reference_scores(target, image)
+    for i, s in enumerate(scores):
+        assert s["psnr"] == pytest.approx(peak_signal_noise_ratio(target[i], image[i], data_range=1), abs=1e-4)
+        assert s["ssim"] == pytest.approx(structural_similarity(
+            target[i], image[i], channel_axis=-1, gaussian_weights=True, sigma=1.5,
+            use_sample_covariance=False, data_range=1), abs=1e-4)
+        assert s["mae"] == pytest.approx(float(np.abs(target[i] - image[i]).mean()), abs=1e-6)
+    tiny = reference_scores(target[:, :10, :10], image[:, :10, :10])
+    assert [s["ssim"] for s in tiny] == [None, None] and all(s["psnr"] > 20 for s in tiny)
