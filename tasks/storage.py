@@ -1,6 +1,6 @@
 """Files on local disk: written so that readers never see half of one (write
 a temporary sibling, flush it to disk, then rename it over the target), and
-their sha256."""
+their sha256; and the one S3 client every stage uses."""
 
 from __future__ import annotations
 
@@ -82,3 +82,19 @@ def atomic_directory(target: str | os.PathLike):
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def s3_client(endpoint_url: str | None = None, region: str | None = None, max_connections: int = 10):
+    """A boto3 S3 client: standard retries (8 attempts), a connection pool for
+    ``max_connections`` concurrent requests, and checksums only where S3
+    requires them (S3-compatible stores reject the newer default ones).
+    ``endpoint_url`` (or ``AWS_ENDPOINT_URL``) points it at such a store."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3", endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL"), region_name=region,
+        config=Config(retries={"mode": "standard", "max_attempts": 8}, max_pool_connections=max_connections,
+                      request_checksum_calculation="when_required",
+                      response_checksum_validation="when_required"),
+    )

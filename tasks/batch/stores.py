@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from tasks.storage import atomic_write_bytes
+from tasks.storage import atomic_write_bytes, s3_client
 
 
 class UnsafeKey(ValueError):
@@ -64,27 +64,18 @@ class LocalStore:
 
 
 class S3Store:
-    """``s3://bucket/prefix`` through boto3: paginated listing, whole-object puts
-    (an object appears complete or not at all), standard retries, a connection
-    pool sized to the concurrency, checksums only when required (for
-    S3-compatible stores)."""
+    """``s3://bucket/prefix`` through the pipeline's S3 client
+    (``tasks.storage.s3_client``, its pool sized to the concurrency):
+    paginated listing, whole-object puts (an object appears complete or not
+    at all)."""
 
     def __init__(self, uri: str, endpoint_url: str | None = None, region: str | None = None,
                  max_connections: int = 16):
-        import boto3
-        from botocore.config import Config
-
         bucket, _, prefix = uri.removeprefix("s3://").partition("/")
         if not bucket:
             raise ValueError(f"{uri}: expected s3://bucket/prefix")
         self.uri, self.bucket, self.prefix = uri, bucket, prefix.strip("/")
-        self.client = boto3.client(
-            "s3", endpoint_url=endpoint_url, region_name=region,
-            config=Config(retries={"mode": "standard", "max_attempts": 8},
-                          max_pool_connections=max_connections,
-                          request_checksum_calculation="when_required",
-                          response_checksum_validation="when_required"),
-        )
+        self.client = s3_client(endpoint_url, region, max_connections)
 
     def _full(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key

@@ -27,7 +27,7 @@ import requests
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 from tqdm.auto import tqdm
 
-from tasks.storage import atomic_directory, atomic_write_json, file_sha256
+from tasks.storage import atomic_directory, atomic_write_json, file_sha256, s3_client
 
 LOCK_FILE = Path("sources.lock.json")
 CHUNK = 1 << 20
@@ -140,17 +140,10 @@ def download(
 
 def download_s3(uri: str, dest: Path, *, endpoint_url: str | None = None, progress: bool = True) -> Path:
     """Download ``s3://bucket/key`` with boto3 (its own retries and multipart)."""
-    import boto3
-    from botocore.config import Config
-
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     if not bucket or not key:
         raise FetchError(f"{uri}: expected s3://bucket/key")
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL"),
-        config=Config(retries={"mode": "standard", "max_attempts": 8}),
-    )
+    client = s3_client(endpoint_url)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     try:
