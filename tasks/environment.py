@@ -2,6 +2,9 @@
 
 ``apply_defaults()`` runs before Prefect, MLflow or boto3 are imported (the
 ``flows`` package calls it first thing); values a user has already set win.
+``python -m tasks.environment`` prints the same defaults as shell ``export``
+lines, which ``./pipeline`` evaluates so that every command it runs (``dvc``,
+``mlflow ui``, ``prefect server start``) gets them too.
 """
 
 from __future__ import annotations
@@ -24,3 +27,12 @@ DEFAULTS = {
 def apply_defaults() -> None:
     for key, value in DEFAULTS.items():
         os.environ.setdefault(key, value)
+
+
+def shell_exports() -> str:
+    """``export KEY="${KEY:-value}"`` lines: the defaults, unless already set."""
+    return "".join(f'export {key}="${{{key}:-{value}}}"\n' for key, value in DEFAULTS.items())
+
+
+if __name__ == "__main__":
+    print(shell_exports(), end="")
