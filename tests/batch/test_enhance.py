@@ -98,13 +98,20 @@ def run(job):
     return flow(job)
 
 
-def test_every_input_gets_the_right_row_and_output(tmp_path, model_file, prefect_server):
-    source, destination = tmp_path / "in", tmp_path / "out"
+@pytest.fixture(scope="module")
+def corpus_run(tmp_path_factory, model_file, prefect_server):
+    """The corpus of awkward files enhanced once: (source, destination, job, summary, metrics table)."""
+    root = tmp_path_factory.mktemp("corpus")
+    source, destination = root / "in", root / "out"
     write_corpus(source)
     job = EnhanceJob(source=str(source), destination=str(destination), model=model_file,
                      max_pixels=5_000_000, chunk_size=5, tile=256, overlap=16)
     summary = run(job)
-    table = pd.read_parquet(destination / "metrics.parquet")
+    return source, destination, job, summary, pd.read_parquet(destination / "metrics.parquet")
+
+
+def test_every_input_gets_one_row_and_bad_files_name_their_problem(corpus_run):
+    _, _, _, summary, table = corpus_run
     assert sorted(table.key) == sorted(corpus())
     statuses = dict(zip(table.key, table.status))
     assert {k for k, s in statuses.items() if s == "error"} == EXPECTED_ERRORS
@@ -114,11 +121,10 @@ def test_every_input_gets_the_right_row_and_output(tmp_path, model_file, prefect
     assert "over the limit of 5,000,000" in errors["huge.png"]
     assert "not an image" in errors["text.png"]
 
-    def out(key):
-        return Image.open(destination / key)
 
-    assert out("grey.png").mode == "L"
-    deep = out("deep.png")
+def test_deep_images_stay_deep_with_their_alpha_and_profile(corpus_run):
+    source, destination, _, _, table = corpus_run
+    deep = Image.open(destination / "deep.png")
     assert deep.mode.startswith("I;16") or deep.mode == "I"
     assert np.asarray(deep).max() > 255  # still 16-bit data
     deep_rgba = imagecodecs.png_decode((destination / "deep rgba.png").read_bytes())
@@ -128,15 +134,27 @@ def test_every_input_gets_the_right_row_and_output(tmp_path, model_file, prefect
     with tifffile.TiffFile(destination / "deep.tif") as tiff, tifffile.TiffFile(source / "deep.tif") as original:
         assert tiff.pages[0].dtype == np.uint16 and tiff.pages[0].shape == (48, 64, 3)
         assert tiff.pages[0].iccprofile == original.pages[0].iccprofile
-    modes = dict(zip(table.key, table["mode"]))
-    depths = dict(zip(table.key, table.bit_depth))
+    modes, depths = dict(zip(table.key, table["mode"])), dict(zip(table.key, table.bit_depth))
     assert (modes["deep rgba.png"], depths["deep rgba.png"]) == ("RGBA;16", 16)
     assert (modes["deep.tif"], depths["deep.tif"]) == ("RGB;16", 16)
-    rgba_in = Image.open(source / "rgba.png")
-    assert out("rgba.png").mode == "RGBA"
-    np.testing.assert_array_equal(np.asarray(out("rgba.png").getchannel("A")), np.asarray(rgba_in.getchannel("A")))
-    assert out("palette.png").mode == "RGBA"
-    assert out("cmyk.jpg").mode == "RGB"
+
+
+def test_grey_alpha_palette_and_cmyk_come_out_as_they_should(corpus_run):
+    source, destination, _, _, _ = corpus_run
+    assert Image.open(destination / "grey.png").mode == "L"
+    rgba_in, rgba_out = Image.open(source / "rgba.png"), Image.open(destination / "rgba.png")
+    assert rgba_out.mode == "RGBA"
+    np.testing.assert_array_equal(np.asarray(rgba_out.getchannel("A")), np.asarray(rgba_in.getchannel("A")))
+    assert Image.open(destination / "palette.png").mode == "RGBA"
+    assert Image.open(destination / "cmyk.jpg").mode == "RGB"
+
+
+def test_orientation_profiles_sizes_names_and_formats_are_kept(corpus_run):
+    source, destination, _, _, _ = corpus_run
+
+    def out(key):
+        return Image.open(destination / key)
+
     rotated = out("rotated.jpg")
     assert rotated.size == (48, 64)  # upright: the orientation was applied
     assert rotated.getexif().get(0x0112) in (None, 1)
@@ -145,12 +163,18 @@ def test_every_input_gets_the_right_row_and_output(tmp_path, model_file, prefect
     assert out("tiny.png").size == (1, 1)
     assert out("sub/ünïcödé ñame.webp").format == "WEBP"
     assert out("scan.tif").format == "TIFF" and out("scan.bmp").format == "BMP"
+
+
+def test_the_metrics_rows_of_enhanced_images_are_filled_in(corpus_run):
+    table = corpus_run[4]
     ok = table[table.status == "ok"]
     assert ok.width.notna().all() and (ok.bytes_out > 0).all() and (ok.seconds > 0).all()
     assert ok.before_mean_luminance.between(0, 1).all() and ok.after_sharpness.notna().all()
     assert set(table.columns) >= {"model_uri", "model_version", "mode", "bit_depth", "bytes_in"}
 
-    # a second run skips everything and changes nothing
+
+def test_a_second_run_skips_everything_and_changes_nothing(corpus_run):
+    _, destination, job, summary, _ = corpus_run
     before = {p: p.read_bytes() for p in destination.rglob("*") if p.is_file() and p.suffix != ".parquet"}
     again = run(job)
     assert again["skipped"] == summary["ok"] and again["ok"] == 0 and again["error"] == 4
