@@ -281,10 +281,11 @@ def ledger(state: Path) -> dict:
     return done
 
 
-def process_chunk(job: EnhanceJob, infos: list, run_id: str, index: int, done: dict | None = None) -> list[dict]:
-    """``done``: the ledger's rows for these keys (read here when not given)."""
+def process_chunk(job: EnhanceJob, infos: list, run_id: str, index: int, done: dict) -> list[dict]:
+    """Enhance one chunk and save its rows to the resume ledger; ``done``: the
+    ledger's rows for these keys (the flow reads the ledger once per job)."""
     processor = ChunkProcessor(job)
-    rows = processor.run(infos, ledger(job.state_path()) if done is None else done)
+    rows = processor.run(infos, done)
     atomic_write_bytes(job.state_path() / f"part-{run_id}-{index:06d}.parquet", frame(rows).to_parquet(index=False))
     return rows
 

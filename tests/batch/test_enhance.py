@@ -338,7 +338,7 @@ def _models_loaded_here() -> int:
 def test_a_lower_precision_is_a_different_result_for_resume(tmp_path, model_file):
     """Outputs of a bfloat16 run are not taken for float32 ones (or back): a run
     skips only what the destination holds now."""
-    from tasks.batch.job import process_chunk
+    from tasks.batch.job import ledger, process_chunk
     from tasks.batch.stores import open_store
 
     source, destination = tmp_path / "in", tmp_path / "out"
@@ -349,7 +349,7 @@ def test_a_lower_precision_is_a_different_result_for_resume(tmp_path, model_file
     statuses = {}
     for run, precision in enumerate(["float32", "bfloat16", "bfloat16", "float32"]):
         job = EnhanceJob(source=str(source), destination=str(destination), model=model_file, precision=precision)
-        rows = process_chunk(job, infos, f"run{run}", 0)
+        rows = process_chunk(job, infos, f"run{run}", 0, ledger(job.state_path()))
         statuses[run] = ({r["status"] for r in rows}, {r["precision"] for r in rows})
     assert statuses == {0: ({"ok"}, {"float32"}), 1: ({"ok"}, {"bfloat16"}),
                         2: ({"skipped"}, {"bfloat16"}), 3: ({"ok"}, {"float32"})}
