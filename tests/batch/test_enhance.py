@@ -261,8 +261,7 @@ def test_a_killed_batch_resumes_without_losing_or_duplicating(tmp_path, model_fi
     # would leave it running when SIGKILL takes the flow away
     env = {**os.environ, "PYTHONPATH": str(root), "KILL_AFTER": "5", "PREFECT_API_URL": PREFECT_API_URL.value()}
     # chunks run one after another: two whole chunks (4 rows) are saved, and the
-    # third dies after writing one of its two outputs (the two are written side
-    # by side, so either may come first), before its rows are saved
+    # third dies after writing an output, before its rows are saved
     with open(tmp_path / "killed.log", "w+") as log:  # a file, not a pipe no survivor could hold open
         first = subprocess.run([sys.executable, "-c", KILLED_BATCH.format(root=str(root)), *arguments], cwd=root,
                                env=env, stdout=log, stderr=subprocess.STDOUT, timeout=600)
@@ -270,9 +269,11 @@ def test_a_killed_batch_resumes_without_losing_or_duplicating(tmp_path, model_fi
         assert first.returncode == -9, log.read()[-3000:]
     state = destination / ".enhance"
     assert sum(len(pd.read_parquet(p)) for p in state.glob("part-*.parquet")) == 4
+    # the third chunk's outputs are written side by side: the kill comes after
+    # one of them, and the other may have landed too; nothing of a later chunk
     written = sorted(p.name for p in destination.glob("*.png"))
-    assert written[:4] == [f"img{i:02d}.png" for i in range(4)] and len(written) == 5, written
-    assert written[4] in ("img04.png", "img05.png"), written
+    assert written[:4] == [f"img{i:02d}.png" for i in range(4)], written
+    assert 1 <= len(written[4:]) <= 2 and set(written[4:]) <= {"img04.png", "img05.png"}, written
     assert not (destination / "metrics.parquet").exists()
 
     second = subprocess.run([sys.executable, "-m", "flows.enhance", *arguments], cwd=root, env=env,
