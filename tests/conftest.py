@@ -87,7 +87,9 @@ def _isolated_mlflow_uri():
 
 
 def processes_left_behind() -> list:
-    """Processes other than this one that carry this session's mark."""
+    """Processes other than this one that carry this session's mark, except
+    multiprocessing's resource tracker of this process (a helper of pytest's
+    own process that ends with it, not something a test left running)."""
     import psutil
 
     found = []
@@ -95,8 +97,11 @@ def processes_left_behind() -> list:
         if process.pid == os.getpid():
             continue
         try:
-            if process.environ().get(SESSION_MARK) == os.environ[SESSION_MARK]:
-                found.append(process)
+            if process.environ().get(SESSION_MARK) != os.environ[SESSION_MARK]:
+                continue
+            if process.ppid() == os.getpid() and "multiprocessing.resource_tracker" in " ".join(process.cmdline()):
+                continue
+            found.append(process)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return found
