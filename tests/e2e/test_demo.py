@@ -19,9 +19,10 @@ from mlflow.tracking import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[2]
 MIRNET_FAMILY = ("mirnet", "mirnet32", "mirnet_2x1", "mirnet_v2")
-DEMO_SECONDS = 8 * 60  # the README's figure
+DEMO_SECONDS = 8 * 60  # the goal; the README states the measured 7.6 minutes
 
-# the demo plus the DVC checks after it took about 10 minutes here: twice that, and more
+# the demo plus the DVC checks after it: about 10 minutes here (a 16-minute
+# suite, 6 of them the fast tier); the limits leave three times the goal, and more
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3 * DEMO_SECONDS + 900)]
 
 
