@@ -39,14 +39,14 @@ sys.path.insert(0, str(ROOT))
 MEMORY_CHILD = """
 import sys, time, numpy as np, keras
 sys.path.insert(0, {root!r})
-import model as zoo
+from model import infer_tiled
 from tasks.batch.job import EnhanceJob, load_model
 m = load_model({model!r}).model if {tiled} else keras.saving.load_model({model!r})
 job = EnhanceJob(source="", destination="", model="")
 image = np.random.default_rng(0).random((4000, 6000, 3), dtype=np.float32)
 start = time.perf_counter()
 if {tiled}:
-    out = zoo.enhance_tiled(m, image, tile=job.tile, overlap=job.overlap, batch_size=job.tile_batch_size)
+    out = infer_tiled(m, image, tile=job.tile, overlap=job.overlap, batch_size=job.tile_batch_size)
 else:
     out = np.clip(m.predict(image[None], verbose=0)[0], 0, 1)
 print(time.perf_counter() - start)

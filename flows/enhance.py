@@ -50,7 +50,7 @@ CHUNK_WORKERS = 1  # chunks at a time unless the caller says otherwise (each has
 # Called directly (the DVC stage, a deployment) the flow runs CHUNK_WORKERS
 # chunks at a time; main() sets the runner from --chunk-workers/--dask-address.
 @flow(name="enhance", task_runner=task_runner(None, CHUNK_WORKERS))
-def enhance(job: EnhanceJob) -> dict:
+def enhance_folder(job: EnhanceJob) -> dict:
     with claim_destination(job):
         infos = open_store(job.source, job.endpoint_url, job.region).list(job.include, job.exclude)
         run_id = new_run_id()
@@ -120,7 +120,7 @@ def demo_stage() -> int:
     from tasks.config import load_params
 
     settings = load_params().enhance
-    summary = enhance(EnhanceJob(source=settings.source, destination=settings.destination,
+    summary = enhance_folder(EnhanceJob(source=settings.source, destination=settings.destination,
                                  model=settings.model, reference=settings.reference))
     return 1 if summary["failures"] else 0
 

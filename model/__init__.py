@@ -4,7 +4,7 @@ so the same code runs under the TensorFlow, JAX and PyTorch backends."""
 
 from model import cnn, mirnet, mirnet_v2  # noqa: F401  (register the architectures)
 from model.attention import ChannelPooling, NonLocalBlock, StreamSoftmax
-from model.inference import enhance, enhance_tiled, reflect_pad
+from model.inference import infer, infer_tiled, reflect_pad
 from model.losses import LOSSES, charbonnier, get_loss
 from model.metrics import mae, mae_metric, psnr, psnr_metric, reference_scores, ssim, ssim_metric
 from model.mirnet_v2 import BilinearUpSampling2D, ContextBlock, ResidualContextBlock, SelectiveKernelFusion
@@ -24,8 +24,8 @@ __all__ = [
     "StreamSoftmax",
     "build_model",
     "charbonnier",
-    "enhance",
-    "enhance_tiled",
+    "infer",
+    "infer_tiled",
     "get_architecture",
     "get_loss",
     "mae",

@@ -31,7 +31,7 @@ def reflect_pad(images: np.ndarray, multiple: int) -> np.ndarray:
     return np.pad(images, widths, mode=mode)
 
 
-def enhance(model, images, *, multiple: int | None = None, batch_size: int = 1, clip: bool = True):
+def infer(model, images, *, multiple: int | None = None, batch_size: int = 1, clip: bool = True):
     """Run ``model`` on one image (H, W, C) or a batch (N, H, W, C) of floats in [0, 1].
 
     ``multiple`` defaults to the registered architecture's size multiple. The
@@ -86,8 +86,8 @@ def _starts(length: int, tile: int, step: int) -> list[int]:
     return sorted(set(starts))
 
 
-def enhance_tiled(model, image, *, tile: int = 512, overlap: int = 32, multiple: int | None = None,
-                  batch_size: int = 4, clip: bool = True) -> np.ndarray:
+def infer_tiled(model, image, *, tile: int = 512, overlap: int = 32, multiple: int | None = None,
+                batch_size: int = 4, clip: bool = True) -> np.ndarray:
     """Run ``model`` on one image (H, W, C) of any size in overlapping tiles.
 
     Tiles of ``tile`` x ``tile`` pixels (clipped to the image) overlap by at
@@ -96,14 +96,14 @@ def enhance_tiled(model, image, *, tile: int = 512, overlap: int = 32, multiple:
     (a model that looks less than ``overlap // 2`` pixels around gives exactly
     the whole-image result), and memory stays bounded by the tile size whatever
     the image size. Tiles are run ``batch_size`` at a time. An image
-    no larger than one tile is processed whole (same result as ``enhance``).
+    no larger than one tile is processed whole (same result as ``infer``).
     """
     array = np.asarray(image, dtype=np.float32)
     if array.ndim != 3:
         raise ValueError(f"expected one (H, W, C) image, got shape {array.shape}")
     height, width, channels = array.shape
     if height <= tile and width <= tile:
-        return enhance(model, array, multiple=multiple, clip=clip)
+        return infer(model, array, multiple=multiple, clip=clip)
     if overlap * 2 >= tile:
         raise ValueError(f"overlap ({overlap}) must be less than half the tile ({tile})")
     th, tw = min(tile, height), min(tile, width)
@@ -114,7 +114,7 @@ def enhance_tiled(model, image, *, tile: int = 512, overlap: int = 32, multiple:
     for start in range(0, len(boxes), batch_size):
         chunk = boxes[start : start + batch_size]
         tiles = np.stack([array[y : y + th, x : x + tw] for y, x in chunk])
-        outputs = enhance(model, tiles, multiple=multiple, batch_size=len(chunk), clip=False)
+        outputs = infer(model, tiles, multiple=multiple, batch_size=len(chunk), clip=False)
         for (y, x), out in zip(chunk, outputs):
             weights = (_blend_window(th, overlap, y > 0, y + th < height)[:, None]
                        * _blend_window(tw, overlap, x > 0, x + tw < width)[None, :])[..., None]

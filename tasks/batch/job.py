@@ -134,13 +134,13 @@ class ChunkProcessor:
 
     def _infer_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """Images of one shape: batched whole when they fit a tile, else tiled one by one."""
-        from model import enhance, enhance_tiled
+        from model import infer, infer_tiled
 
         with self.lock:
             height, width = images[0].shape[:2]
             if height <= self.job.tile and width <= self.job.tile:
-                return list(enhance(self.model, np.stack(images), batch_size=len(images)))
-            return [enhance_tiled(self.model, image, tile=self.job.tile, overlap=self.job.overlap,
+                return list(infer(self.model, np.stack(images), batch_size=len(images)))
+            return [infer_tiled(self.model, image, tile=self.job.tile, overlap=self.job.overlap,
                                   batch_size=self.job.tile_batch_size) for image in images]
 
     def _read(self, key: str):

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from model import enhance, psnr, reference_scores
+from model import infer, psnr, reference_scores
 from tasks import artifacts
 from tasks.config import FigureRow, MlflowSettings, Params
 from tasks.data.distortions import DISTORTION_NAMES
@@ -103,7 +103,7 @@ def evaluate_split(models: dict, split_dir: Path, max_images: int | None = None,
         for records, inputs, targets in selected_batches(split_dir, max_images):
             before = image_scores(targets, inputs)
             for variant, model in models.items():
-                outputs = enhance(model, inputs, batch_size=len(inputs))
+                outputs = infer(model, inputs, batch_size=len(inputs))
                 after = image_scores(targets, outputs)
                 for i, (record, b, a) in enumerate(zip(records, before, after)):
                     rows.append({"variant": variant, **record, **{f"input_{k}": v for k, v in b.items()},

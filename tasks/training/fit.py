@@ -15,7 +15,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from model import build_model, enhance, get_loss, mae, psnr, ssim
+from model import build_model, infer, get_loss, mae, psnr, ssim
 from model.complexity import count_layers
 from tasks.config import Params, TrainSettings, variant_options
 from tasks.runtime import tune_for_this_machine
@@ -155,7 +155,7 @@ def plot_grid(model, validation_dir: Path, path: Path, count: int, title: str) -
 
     batch = next(iter(make_dataset(validation_dir, count, training=False)))
     inputs, targets = batch[0].numpy(), batch[1].numpy()
-    outputs = enhance(model, inputs, batch_size=1)
+    outputs = infer(model, inputs, batch_size=1)
     fig, axes = plt.subplots(len(inputs), 3, figsize=(9, 2.4 * len(inputs)), squeeze=False)
     for i in range(len(inputs)):
         before = float(psnr(targets[i:i + 1], inputs[i:i + 1])[0])

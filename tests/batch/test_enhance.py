@@ -93,7 +93,7 @@ EXPECTED_ERRORS = {"truncated.jpg", "empty.png", "text.png", "huge.png"}
 
 
 def run(job):
-    from flows.enhance import enhance as flow
+    from flows.enhance import enhance_folder as flow
 
     return flow(job)
 
@@ -309,7 +309,7 @@ def test_one_job_at_a_time_per_destination_and_a_killed_writer_leaves_nothing(tm
 def test_chunks_run_on_a_local_dask_cluster(tmp_path, model_file, prefect_server):
     from distributed import Client, LocalCluster
 
-    from flows.enhance import enhance as flow
+    from flows.enhance import enhance_folder as flow
     from flows.enhance import task_runner
 
     source, destination = tmp_path / "in", tmp_path / "out"
@@ -368,11 +368,11 @@ def test_bad_job_parameters_are_named(field, value, message):
 
 
 def test_chunks_share_one_model_and_its_lock_and_run_one_at_a_time_by_default(tmp_path, model_file):
-    from flows.enhance import CHUNK_WORKERS, enhance
+    from flows.enhance import CHUNK_WORKERS, enhance_folder
     from tasks.batch.job import ChunkProcessor
 
     (tmp_path / "in").mkdir()
     job = EnhanceJob(source=str(tmp_path / "in"), destination=str(tmp_path / "out"), model=model_file)
     first, second = ChunkProcessor(job), ChunkProcessor(job)
     assert first.model is second.model and first.lock is second.lock
-    assert enhance.task_runner._max_workers == CHUNK_WORKERS == 1
+    assert enhance_folder.task_runner._max_workers == CHUNK_WORKERS == 1

@@ -7,7 +7,7 @@ import pytest
 
 import keras
 
-from model import build_model, enhance, enhance_tiled, get_loss, mae_metric, psnr_metric, reflect_pad, ssim_metric
+from model import build_model, infer, infer_tiled, get_loss, mae_metric, psnr_metric, reflect_pad, ssim_metric
 from tests.model.small_models import SMALL, small_model
 
 
@@ -27,7 +27,7 @@ def test_reflect_pad_mirrors_the_bottom_and_right_edges():
 def test_output_shape_equals_input_shape_for_any_size(key, height, width):
     model = small_model(key)
     image = np.random.default_rng(0).random((height, width, 3), dtype=np.float32)
-    out = enhance(model, image)
+    out = infer(model, image)
     assert out.shape == (height, width, 3)
     assert out.dtype == np.float32
     assert 0.0 <= out.min() and out.max() <= 1.0
@@ -37,8 +37,8 @@ def test_padding_does_not_change_the_pixels_a_padded_model_sees():
     """A pure per-pixel model must return exactly its input region, padding or not."""
     model = build_model("cnn", channels=4, depth=1)
     image = np.random.default_rng(1).random((10, 14, 3), dtype=np.float32)
-    full = enhance(model, image, multiple=1)
-    padded = enhance(model, image, multiple=8)
+    full = infer(model, image, multiple=1)
+    padded = infer(model, image, multiple=8)
     # a 3x3 convolution stack sees 2 pixels beyond each edge: compare the interior
     np.testing.assert_allclose(padded[:-2, :-2], full[:-2, :-2], atol=1e-6)
 
@@ -46,8 +46,8 @@ def test_padding_does_not_change_the_pixels_a_padded_model_sees():
 def test_batches_give_the_same_result_as_single_images():
     model = small_model("mirnet")
     images = np.random.default_rng(2).random((3, 20, 24, 3), dtype=np.float32)
-    together = enhance(model, images, batch_size=3)
-    alone = np.stack([enhance(model, im) for im in images])
+    together = infer(model, images, batch_size=3)
+    alone = np.stack([infer(model, im) for im in images])
     np.testing.assert_allclose(together, alone, atol=1e-5)
 
 
@@ -55,8 +55,8 @@ def test_unregistered_model_needs_an_explicit_multiple():
     inputs = keras.Input((None, None, 3))
     model = keras.Model(inputs, keras.layers.Conv2D(3, 1)(inputs), name="mine")
     with pytest.raises(ValueError, match="'mine' is not a registered architecture"):
-        enhance(model, np.zeros((4, 4, 3), np.float32))
-    assert enhance(model, np.zeros((5, 5, 3), np.float32), multiple=2).shape == (5, 5, 3)
+        infer(model, np.zeros((4, 4, 3), np.float32))
+    assert infer(model, np.zeros((5, 5, 3), np.float32), multiple=2).shape == (5, 5, 3)
 
 
 @pytest.mark.parametrize("key", sorted(SMALL))
@@ -109,10 +109,10 @@ def test_tiled_and_whole_image_outputs_agree():
     ramp = np.linspace(0, 1, 200)[None, :, None]
     image = np.clip(ramp + rng.normal(0, 0.08, (150, 200, 3)), 0, 1).astype(np.float32)
     cnn = build_model("cnn", channels=8, depth=3)
-    whole = enhance(cnn, image)
-    tiled = enhance_tiled(cnn, image, tile=96, overlap=12)
+    whole = infer(cnn, image)
+    tiled = infer_tiled(cnn, image, tile=96, overlap=12)
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
     keras.utils.set_random_seed(0)
     mirnet = build_model("mirnet", num_rrg=1, num_mrb=1, channels=8)
-    difference = np.abs(enhance_tiled(mirnet, image, tile=128, overlap=16) - enhance(mirnet, image))
+    difference = np.abs(infer_tiled(mirnet, image, tile=128, overlap=16) - infer(mirnet, image))
     assert difference.mean() < 0.02

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model import enhance, with_precision
+from model import infer, with_precision
 from tests.model.small_models import SMALL, small_model
 
 
@@ -21,13 +21,13 @@ def inner_layers(model):
 def test_lower_precision_computes_in_it_and_stays_close(key, precision, dtype, tolerance):
     model = small_model(key)
     images = np.random.default_rng(0).random((2, 24, 32, 3), dtype=np.float32)
-    reference = enhance(model, images, batch_size=2)
+    reference = infer(model, images, batch_size=2)
     converted = with_precision(model, precision)
     layers = inner_layers(converted)[1:-1]  # not the input, not the output layer
     assert layers and {layer.compute_dtype for layer in layers} == {dtype}
     assert converted.layers[-1].compute_dtype == "float32"
     assert all(w.dtype == "float32" for w in converted.weights)  # weights stay float32
-    out = enhance(converted, images, batch_size=2)
+    out = infer(converted, images, batch_size=2)
     assert out.dtype == np.float32
     difference = np.abs(out - reference)
     assert 0 < difference.max() < tolerance  # it did compute differently, and not far off
@@ -52,4 +52,4 @@ def test_a_mixed_precision_model_is_turned_back_into_float32():
     plain = with_precision(trained, "float32")
     assert {layer.compute_dtype for layer in inner_layers(plain)} == {"float32"}
     images = np.random.default_rng(1).random((1, 16, 16, 3), dtype=np.float32)
-    np.testing.assert_allclose(enhance(plain, images), enhance(trained, images), atol=0.01)
+    np.testing.assert_allclose(infer(plain, images), infer(trained, images), atol=0.01)

@@ -1,51 +1,14 @@
-"""A tiny project on disk: synthetic pairs, their shards, a params file with
-small variants, and a SQLite MLflow store, for training and promotion tests."""
+"""The tiny project (``tiny_project.py``) as a fixture, in its own folder as the working directory."""
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
 import pytest
-import yaml
-from PIL import Image
 
-from tasks.data.shards import write_shards
-
-PARAMS = {
-    "profile": "research",
-    "mlflow": {"tracking_uri": "sqlite:///mlflow.db", "artifact_location": "mlartifacts", "experiment": "tests",
-               "system_metrics_interval": 1},
-    "models": {"tiny_cnn": {"arch": "cnn", "options": {"channels": 4, "depth": 1}}},
-    "train": {"epochs": 4, "steps_per_epoch": 3, "validation_steps": 1, "batch_size": 2,
-              "learning_rate": 1e-3, "grid_images": 2},
-    "variants": {"tiny": {"model": "tiny_cnn", "dataset": "tid2013"}},
-    "retrain": {"variant": "tiny", "margin_db": 0.1},
-}
-
-
-def make_pairs(folder, count, seed):
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(count):
-        target = rng.integers(40, 216, (24, 32, 3), dtype=np.uint8)
-        source = np.clip(target + rng.normal(0, 15, target.shape), 0, 255).astype(np.uint8)
-        Image.fromarray(source).save(folder / f"in{seed}_{i}.png")
-        Image.fromarray(target).save(folder / f"t{seed}_{i}.png")
-        rows.append({"input_path": str(folder / f"in{seed}_{i}.png"), "target_path": str(folder / f"t{seed}_{i}.png"),
-                     "image_id": f"im{i}", "distortion": 1, "level": 5})
-    return pd.DataFrame(rows)
+from tests.training.tiny_project import build_tiny_project
 
 
 @pytest.fixture
 def tiny_project(tmp_path, monkeypatch):
-    images = tmp_path / "images"
-    images.mkdir()
-    shards = tmp_path / "data" / "shards" / "tid2013"
-    train, validation = make_pairs(images, 6, 0), make_pairs(images, 4, 1)
-    write_shards(train, shards / "train", split="train", crop_size=16, crops_per_pair=2, progress=False)
-    write_shards(validation, shards / "validation_crops", split="validation_crops", crop_size=16,
-                 crops_per_pair=1, progress=False)
-    write_shards(validation, shards / "validation", split="validation", kind="full", progress=False)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    build_tiny_project(tmp_path)
     monkeypatch.chdir(tmp_path)
     return tmp_path

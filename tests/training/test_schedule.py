@@ -1,5 +1,8 @@
 """A real local Prefect server on 127.0.0.1 fires the cron-scheduled retrain
-deployment, and the run promotes the candidate."""
+deployment, and the run promotes the candidate.
+
+One server and one served deployment for the module; each test checks one
+thing about them."""
 
 from __future__ import annotations
 
@@ -12,8 +15,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import mlflow
+import pytest
 import requests
 from mlflow.tracking import MlflowClient
+
+from tests.training.tiny_project import build_tiny_project
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,10 +48,14 @@ def wait_for(predicate, timeout, what):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def test_a_cron_scheduled_retrain_fires_on_a_real_prefect_server(tiny_project, tmp_path):
-    mlflow.set_tracking_uri(f"sqlite:///{tiny_project / 'mlflow.db'}")
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """The tiny project with a registered candidate, a Prefect server and the
+    retrain deployment served on a cron of every minute."""
+    project = build_tiny_project(tmp_path_factory.mktemp("scheduled"))
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     client = MlflowClient()
-    experiment = mlflow.create_experiment("tests", artifact_location=(tiny_project / "mlartifacts").as_uri())
+    experiment = mlflow.create_experiment("tests", artifact_location=(project / "mlartifacts").as_uri())
     client.create_registered_model("tiny")
     run = client.create_run(experiment)
     client.log_metric(run.info.run_id, "final_val_psnr", 20.0)
@@ -54,62 +64,76 @@ def test_a_cron_scheduled_retrain_fires_on_a_real_prefect_server(tiny_project, t
 
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api,
+    env = {**os.environ, "PREFECT_HOME": str(project / "prefect-home"), "PREFECT_API_URL": api,
            "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5", "PREFECT_RUNNER_POLL_FREQUENCY": "2",
            "PYTHONPATH": str(ROOT)}
     server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                                "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                              stderr=open(tmp_path / "server.log", "w"))
-    served = None
+                              stderr=open(project / "server.log", "w"))
+    serving = None
     try:
         wait_for(lambda: _ok(f"{api}/health"), 180, "the Prefect server")
-        served = subprocess.Popen([sys.executable, "-c", SERVE.format(root=str(ROOT))], cwd=tiny_project,
-                                  env=env, stdout=open(tmp_path / "serve.log", "w"), stderr=subprocess.STDOUT)
+        serving = subprocess.Popen([sys.executable, "-c", SERVE.format(root=str(ROOT))], cwd=project,
+                                   env=env, stdout=open(project / "serve.log", "w"), stderr=subprocess.STDOUT)
         deployment = wait_for(lambda: _json("GET", f"{api}/deployments/name/retrain/scheduled-retrain"), 120,
                               "the deployment")
-        assert deployment["schedules"][0]["schedule"]["cron"] == "* * * * *"
-        limit = deployment.get("global_concurrency_limit") or {}
-        assert limit.get("limit") == 1, deployment  # never two retrains at once
-
-        # the scheduler turns the cron into auto-scheduled runs on minute boundaries
-        def scheduled_runs():
-            runs = _json("POST", f"{api}/flow_runs/filter",
-                         {"deployments": {"id": {"any_": [deployment["id"]]}},
-                          "sort": "EXPECTED_START_TIME_ASC"}) or []
-            return [r for r in runs if r["state_type"] == "SCHEDULED" and r["auto_scheduled"]]
-
-        def two_scheduled():
-            runs = scheduled_runs()
-            return runs if len(runs) >= 2 else None
-
-        runs = wait_for(two_scheduled, 120, "the scheduler's runs")
-        times = [datetime.fromisoformat(r["expected_start_time"]) for r in runs]
-        assert all(t.second == 0 and t.microsecond == 0 for t in times), times
-        assert times[1] - times[0] == timedelta(minutes=1)
-
-        # rather than wait for the next minute, the first run is due now; the served
-        # deployment picks it up, runs the retrain flow and promotes the candidate
-        first = runs[0]
-        now = datetime.now(timezone.utc).isoformat()
-        assert _json("POST", f"{api}/flow_runs/{first['id']}/set_state",
-                     {"state": {"type": "SCHEDULED", "state_details": {"scheduled_time": now}}, "force": True})
-
-        def finished():
-            run = _json("GET", f"{api}/flow_runs/{first['id']}") or {}
-            assert run.get("state_type") not in ("FAILED", "CRASHED"), (tmp_path / "serve.log").read_text()[-3000:]
-            return run if run.get("state_type") == "COMPLETED" else None
-
-        run = wait_for(finished, 180, "the scheduled run to complete")
-        assert run["auto_scheduled"] is True  # created by the scheduler, not by hand
-        assert int(client.get_model_version_by_alias("tiny", "champion").version) == int(version.version)
+        yield {"api": api, "deployment": deployment, "client": client, "version": int(version.version),
+               "log": project / "serve.log"}
     finally:
-        for process in (served, server):
+        for process in (serving, server):
             if process is not None:
                 process.terminate()
                 try:
                     process.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     process.kill()
+
+
+def scheduled_runs(served, count=2):
+    """At least ``count`` runs the scheduler made from the cron, earliest first."""
+    api, deployment = served["api"], served["deployment"]
+
+    def enough():
+        runs = _json("POST", f"{api}/flow_runs/filter",
+                     {"deployments": {"id": {"any_": [deployment["id"]]}}, "sort": "EXPECTED_START_TIME_ASC"}) or []
+        runs = [r for r in runs if r["state_type"] == "SCHEDULED" and r["auto_scheduled"]]
+        return runs if len(runs) >= count else None
+
+    return wait_for(enough, 120, "the scheduler's runs")
+
+
+def test_the_served_deployment_has_the_cron_schedule(served):
+    assert served["deployment"]["schedules"][0]["schedule"]["cron"] == "* * * * *"
+
+
+def test_the_deployment_never_runs_two_retrains_at_once(served):
+    limit = served["deployment"].get("global_concurrency_limit") or {}
+    assert limit.get("limit") == 1, served["deployment"]
+
+
+def test_the_scheduler_makes_runs_on_minute_boundaries(served):
+    times = [datetime.fromisoformat(r["expected_start_time"]) for r in scheduled_runs(served)]
+    assert all(t.second == 0 and t.microsecond == 0 for t in times), times
+    assert times[1] - times[0] == timedelta(minutes=1)
+
+
+def test_a_scheduled_run_completes_and_promotes_the_candidate(served):
+    # rather than wait for the next minute, the first run is made due now; the
+    # served deployment picks it up, runs the retrain flow and promotes the candidate
+    api = served["api"]
+    first = scheduled_runs(served, count=1)[0]
+    now = datetime.now(timezone.utc).isoformat()
+    assert _json("POST", f"{api}/flow_runs/{first['id']}/set_state",
+                 {"state": {"type": "SCHEDULED", "state_details": {"scheduled_time": now}}, "force": True})
+
+    def finished():
+        run = _json("GET", f"{api}/flow_runs/{first['id']}") or {}
+        assert run.get("state_type") not in ("FAILED", "CRASHED"), served["log"].read_text()[-3000:]
+        return run if run.get("state_type") == "COMPLETED" else None
+
+    run = wait_for(finished, 180, "the scheduled run to complete")
+    assert run["auto_scheduled"] is True  # created by the scheduler, not by hand
+    assert int(served["client"].get_model_version_by_alias("tiny", "champion").version) == served["version"]
 
 
 def _ok(url) -> bool:
