@@ -128,7 +128,7 @@ def demo_stage() -> int:
 def main(argv: list[str] | None = None) -> int:
     job, args = parse(sys.argv[1:] if argv is None else argv)
     try:
-        summary = enhance.with_options(task_runner=task_runner(args.dask_address, args.chunk_workers))(job)
+        summary = enhance_folder.with_options(task_runner=task_runner(args.dask_address, args.chunk_workers))(job)
     except DestinationBusy as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
