@@ -10,6 +10,7 @@ from filelock import FileLock
 from mlflow.tracking import MlflowClient
 
 from tasks.training.promotion import decide_and_promote
+from tests.training.tiny_project import register_candidate
 
 
 @pytest.fixture
@@ -69,16 +70,11 @@ def test_the_retrain_flow_records_its_decision_and_refuses_to_run_twice(tiny_pro
     params = load_params()
     mlflow.set_tracking_uri(params.mlflow.tracking_uri)  # the project's store
     project_client = MlflowClient()
-    experiment = mlflow.create_experiment("x", artifact_location=(tiny_project / "art").as_uri())
-    project_client.create_registered_model("tiny")
-    run = project_client.create_run(experiment)
-    project_client.log_metric(run.info.run_id, "final_val_psnr", 21.5)
-    version = project_client.create_model_version("tiny", source="x", run_id=run.info.run_id)
-    project_client.set_registered_model_alias("tiny", "candidate", version.version)
+    version = register_candidate(project_client, tiny_project / "art", 21.5)
 
     decision = retrain(params=params, pull=False, reproduce=False)
     assert decision["promoted"] and decision["candidate_psnr"] == 21.5
-    assert project_client.get_model_version_by_alias("tiny", "champion").version == version.version
+    assert project_client.get_model_version_by_alias("tiny", "champion").version == str(version)
 
     import asyncio
 

@@ -19,7 +19,7 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from tests.training.tiny_project import build_tiny_project
+from tests.training.tiny_project import build_tiny_project, register_candidate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,12 +55,7 @@ def served(tmp_path_factory):
     project = build_tiny_project(tmp_path_factory.mktemp("scheduled"))
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     client = MlflowClient()
-    experiment = mlflow.create_experiment("tests", artifact_location=(project / "mlartifacts").as_uri())
-    client.create_registered_model("tiny")
-    run = client.create_run(experiment)
-    client.log_metric(run.info.run_id, "final_val_psnr", 20.0)
-    version = client.create_model_version("tiny", source="x", run_id=run.info.run_id)
-    client.set_registered_model_alias("tiny", "candidate", version.version)
+    version = register_candidate(client, project / "mlartifacts", 20.0)
 
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
@@ -77,7 +72,7 @@ def served(tmp_path_factory):
                                    env=env, stdout=open(project / "serve.log", "w"), stderr=subprocess.STDOUT)
         deployment = wait_for(lambda: _json("GET", f"{api}/deployments/name/retrain/scheduled-retrain"), 120,
                               "the deployment")
-        yield {"api": api, "deployment": deployment, "client": client, "version": int(version.version),
+        yield {"api": api, "deployment": deployment, "client": client, "version": version,
                "log": project / "serve.log"}
     finally:
         for process in (serving, server):

@@ -48,3 +48,15 @@ def build_tiny_project(root):
     write_shards(validation, shards / "validation", split="validation", kind="full", progress=False)
     (root / "params.yaml").write_text(yaml.safe_dump(PARAMS))
     return root
+
+
+def register_candidate(client, artifact_root, psnr: float, name: str = "tiny") -> int:
+    """A registered model ``name`` whose version 1 (a run that scored ``psnr``)
+    holds the ``candidate`` alias; returns the version."""
+    experiment = client.create_experiment("x", artifact_location=artifact_root.as_uri())
+    client.create_registered_model(name)
+    run = client.create_run(experiment)
+    client.log_metric(run.info.run_id, "final_val_psnr", psnr)
+    version = client.create_model_version(name, source="x", run_id=run.info.run_id)
+    client.set_registered_model_alias(name, "candidate", version.version)
+    return int(version.version)
