@@ -74,7 +74,7 @@ def test_the_retrain_flow_records_its_decision_and_refuses_to_run_twice(tiny_pro
 
     decision = retrain(params=params, pull=False, reproduce=False)
     assert decision["promoted"] and decision["candidate_psnr"] == 21.5
-    assert project_client.get_model_version_by_alias("tiny", "champion").version == str(version)
+    assert project_client.get_model_version_by_alias("tiny", "champion").version == version
 
     import asyncio
 
