@@ -22,10 +22,10 @@ from prefect.artifacts import create_table_artifact
 from tqdm.auto import tqdm
 
 from model.precision import PRECISIONS
-from tasks.batch.job import (DestinationBusy, EnhanceJob, chunks, claim_destination, ledger, new_run_id, process_chunk,
-                           summarize, write_metrics)
 from tasks.batch.images import FORMATS
-from tasks.batch.stores import open_store
+from tasks.batch.job import (DestinationBusy, EnhanceJob, OverlappingLocations, check_locations, chunks,
+                             claim_destination, key_text, ledger, listing, new_run_id, plan, process_chunk,
+                             summarize, write_metrics)
 
 
 @task(name="enhance-chunk", retries=1)
@@ -51,16 +51,17 @@ CHUNK_WORKERS = 1  # chunks at a time unless the caller says otherwise (each has
 # chunks at a time; main() sets the runner from --chunk-workers/--dask-address.
 @flow(name="enhance", task_runner=task_runner(None, CHUNK_WORKERS))
 def enhance_folder(job: EnhanceJob) -> dict:
+    check_locations(job)  # before the claim writes its lock in the destination
     with claim_destination(job):
-        infos = open_store(job.source, job.endpoint_url, job.region).list(job.include, job.exclude)
+        infos, rows = plan(job, listing(job))  # rows: keys refused before any work (colliding outputs)
         run_id = new_run_id()
         done = ledger(job.state_path())  # read once; each chunk gets the rows of its own keys
         futures = []
         for i, chunk in enumerate(chunks(infos, job.chunk_size)):
-            chunk_done = {info.key: done[info.key] for info in chunk if info.key in done}
+            texts = [key_text(info.key) for info in chunk]
+            chunk_done = {text: done[text] for text in texts if text in done}
             futures.append(enhance_chunk.submit(job, chunk, run_id, i, chunk_done))
-        rows = []
-        with tqdm(total=len(infos), unit="img", desc="enhance") as bar:
+        with tqdm(total=len(infos) + len(rows), initial=len(rows), unit="img", desc="enhance") as bar:
             for future in futures:
                 chunk_rows = future.result()
                 rows.extend(chunk_rows)
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     job, args = parse(sys.argv[1:] if argv is None else argv)
     try:
         summary = enhance_folder.with_options(task_runner=task_runner(args.dask_address, args.chunk_workers))(job)
-    except DestinationBusy as exc:
+    except (DestinationBusy, OverlappingLocations) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for failure in summary["failures"]:

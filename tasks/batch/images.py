@@ -3,7 +3,16 @@ they carry: EXIF orientation is applied (and reset to 1 in the output), ICC
 profile and EXIF are kept, grayscale stays grayscale, alpha passes through
 unchanged, 16-bit stays 16-bit, palette images are converted to RGB (or RGBA
 when they have transparency), CMYK is converted to RGB; images above a pixel
-limit are refused before they are decoded.
+limit are refused before they are decoded, and so are images with more than
+one frame (multi-page TIFF, animated PNG/WebP; a camera's MPO JPEG is read as
+its primary image) and 32-bit integer or floating-point samples, whose range
+no format we write can hold.
+
+Metadata is carried over selectively: the ICC profile (not a CMYK one), and
+from EXIF the descriptive tags of the main directory (camera, date, author,
+copyright, resolution) with the Exif and GPS directories, never the structural
+tags of the source (a TIFF's strip offsets, bits per sample, photometric...),
+which would describe another file than the one written.
 
 Pillow reads and writes everything except 16-bit images with more than one
 channel (RGB, RGBA, grey + alpha), which it would truncate to 8 bits: their
@@ -66,6 +75,15 @@ def decode(data: bytes, name: str, max_pixels: int) -> Decoded:
     if width * height > max_pixels:
         raise ImageError(f"{width}x{height} = {width * height:,} pixels is over the limit of {max_pixels:,}")
     fmt = image.format or "PNG"
+    if fmt == "MPO":  # JPEG with extra pictures (previews, depth): the first is the photo
+        fmt = "JPEG"
+    elif getattr(image, "n_frames", 1) > 1:
+        raise ImageError(f"{image.n_frames} frames (multi-page or animated {fmt}); only single-frame images "
+                         "are enhanced: split the frames into files first")
+    if image.mode == "F" or (image.mode == "I" and fmt != "PNG"):
+        kind = "floating-point" if image.mode == "F" else "integer"
+        raise ImageError(f"32-bit {kind} samples ({fmt}) are not supported: their range is not defined; "
+                         "convert to 8 or 16 bits first")
     if _deep_colour(image, data):
         return _decode_deep(image, data, fmt)
     try:
@@ -97,9 +115,32 @@ def decode(data: bytes, name: str, max_pixels: int) -> Decoded:
         grayscale = image.mode == "L"
         array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
         rgb, bits = array, 8
-    exif.pop(0x0112, None)  # Orientation: the pixels are upright now
     return Decoded(rgb=np.ascontiguousarray(rgb), format=fmt, mode=mode, bits=bits, grayscale=grayscale,
-                   alpha=alpha, icc_profile=icc, exif=exif.tobytes() if len(exif) else None)
+                   alpha=alpha, icc_profile=icc, exif=portable_exif(exif))
+
+
+# EXIF tags of the main directory that describe the picture, not the file's layout
+DESCRIPTIVE = (0x010E, 0x010F, 0x0110, 0x011A, 0x011B, 0x0128, 0x0131, 0x0132, 0x013B, 0x8298)
+SUB_DIRECTORIES = (0x8769, 0x8825)  # Exif, GPS
+
+
+def portable_exif(exif: Image.Exif) -> bytes | None:
+    """The source's EXIF as it may go into any output: the descriptive tags
+    (description, make, model, resolution, software, date, artist, copyright)
+    and the Exif and GPS directories; no orientation (the pixels are upright)
+    and no structural TIFF tags. None when nothing is left."""
+    kept = Image.Exif()
+    for tag in DESCRIPTIVE:
+        if tag in exif:
+            kept[tag] = exif[tag]
+    for tag in SUB_DIRECTORIES:
+        try:
+            directory = exif.get_ifd(tag)
+        except Exception:  # noqa: BLE001  (a broken sub-directory is dropped, not the image)
+            directory = {}
+        if directory:
+            kept.get_ifd(tag).update(directory)
+    return kept.tobytes() if len(kept) or any(kept.get_ifd(t) for t in SUB_DIRECTORIES) else None
 
 
 def encode(decoded: Decoded, rgb: np.ndarray, fmt: str | None = None, quality: int = 95) -> bytes:
@@ -201,7 +242,7 @@ def _decode_deep(image: Image.Image, data: bytes, fmt: str) -> Decoded:
         raise
     except Exception as exc:  # noqa: BLE001  (libpng, libtiff and Pillow raise their own types)
         raise ImageError(f"cannot decode: {exc}") from None
-    pixels = upright(pixels, exif.pop(0x0112, 1))
+    pixels = upright(pixels, exif.get(0x0112, 1))
     channels = pixels.shape[2]
     grayscale = channels == 2
     alpha = pixels[..., -1].copy() if channels in (2, 4) else None
@@ -211,7 +252,7 @@ def _decode_deep(image: Image.Image, data: bytes, fmt: str) -> Decoded:
         rgb = np.repeat(rgb, 3, axis=2)
     mode = {2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}[channels]
     return Decoded(rgb=np.ascontiguousarray(rgb), format=fmt, mode=mode, bits=16, grayscale=grayscale,
-                   alpha=alpha, icc_profile=icc, exif=exif.tobytes() if len(exif) else None)
+                   alpha=alpha, icc_profile=icc, exif=portable_exif(exif))
 
 
 def _encode_deep(decoded: Decoded, rgb: np.ndarray, fmt: str) -> bytes:

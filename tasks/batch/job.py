@@ -9,10 +9,24 @@ and the batch goes on. Each chunk's rows land in a Parquet part file after its
 outputs are written; a re-run skips keys whose output exists for the same
 source version and model (``skipped``), so a killed batch resumes without
 duplicates. The parts are merged into one metrics file at the end.
+
+Nothing is overwritten that the job did not write itself: every output key is
+planned before any work (``plan``), and a key whose output would be another
+key's (``x.png`` and ``x.PNG``, ``a.jpg`` and ``a.jpeg``, ``dir//a.png`` and
+``dir/a.png``) gets an error row naming the key that keeps the output (the
+first in sorted order). A destination equal to the source, or holding it, is
+refused; a destination inside the source is left out of the listing. Each
+output has the format its key's extension names (or ``output_format``), so
+its name is known before the image is read.
+
+Keys are text in the metrics and ledger: a name that is not valid UTF-8 (a
+local file system allows any bytes) is written with its undecodable bytes as
+``\\xNN`` and backslashes doubled (``key_text``), a reversible escape.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import hashlib
@@ -108,8 +122,77 @@ def load_model(uri: str, precision: str = "float32") -> LoadedModel:
 
 
 def output_key(key: str, suffix: str, fmt: str) -> str:
+    """Where ``key``'s output goes: its normalised path (``dir//./a.png`` is
+    ``dir/a.png``), ``suffix`` added to the stem, the extension of ``fmt``."""
     path = PurePosixPath(key)
     return str(path.with_name(f"{path.stem}{suffix}{FORMATS[fmt]}"))
+
+
+def output_format(job: "EnhanceJob", key: str) -> str:
+    """The job's output format, else the one the key's extension names (PNG
+    for an extension no format claims)."""
+    return (job.output_format or EXTENSIONS.get(PurePosixPath(key).suffix.lower(), "PNG")).upper()
+
+
+def key_text(key: str) -> str:
+    """``key`` as it is stored in the metrics and ledger: unchanged when it is
+    UTF-8 without backslashes, else with undecodable bytes as ``\\xNN`` and
+    each backslash doubled (reversible)."""
+    raw = key.encode("utf-8", "surrogateescape")
+    return raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+
+
+def plan(job: "EnhanceJob", infos: list) -> tuple[list, list[dict]]:
+    """(the objects to process, error rows for those whose output another key
+    already has): every kept key gets its own output key."""
+    owners: dict[str, str] = {}
+    keep, refused = [], []
+    for info in sorted(infos, key=lambda i: i.key):
+        target = output_key(info.key, job.suffix, output_format(job, info.key))
+        owner = owners.setdefault(target, info.key)
+        if owner == info.key:
+            keep.append(info)
+        else:
+            refused.append({"key": key_text(info.key), "status": STATUS_ERROR, "bytes_in": info.size,
+                            "source_version": info.version, "model_uri": job.model, "precision": job.precision,
+                            "error": f"output {key_text(target)} is already the output of {key_text(owner)} "
+                                     "(keys that differ only in case, extension spelling or slashes): "
+                                     "rename one of them"})
+    return keep, refused
+
+
+class OverlappingLocations(ValueError):
+    """Source and destination where outputs would overwrite or mix with the originals."""
+
+
+def _location(uri: str) -> tuple[str, str]:
+    """(store, normalised path with a trailing slash) for comparing locations."""
+    if uri.startswith("s3://"):
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        prefix = "/".join(part for part in prefix.split("/") if part not in ("", "."))
+        return f"s3://{bucket}", f"{prefix}/" if prefix else ""
+    return "local", str(Path(uri).resolve()).rstrip("/") + "/"
+
+
+def check_locations(job: "EnhanceJob") -> None:
+    """Refuse a destination that is the source or holds it (before anything is
+    written there)."""
+    (src_store, src), (dst_store, dst) = _location(job.source), _location(job.destination)
+    if src_store == dst_store and src.startswith(dst):
+        where = "is" if src == dst else "holds"
+        raise OverlappingLocations(f"destination {job.destination} {where} the source {job.source}: outputs would "
+                                   "overwrite or mix with the originals; choose a destination outside it")
+
+
+def listing(job: "EnhanceJob") -> list:
+    """The source's objects for ``job``, less a destination inside the source."""
+    check_locations(job)
+    (src_store, src), (dst_store, dst) = _location(job.source), _location(job.destination)
+    infos = open_store(job.source, job.endpoint_url, job.region).list(job.include, job.exclude)
+    if src_store == dst_store and dst.startswith(src):
+        inner = dst[len(src):]  # the destination's folder, relative to the source
+        infos = [info for info in infos if not info.key.startswith(inner)]
+    return infos
 
 
 def _reference_scores(reference: np.ndarray, output: np.ndarray) -> dict:
@@ -158,18 +241,19 @@ class ChunkProcessor:
     def _finish(self, row: dict, decoded, output: np.ndarray) -> dict:
         """Encode, write and measure; adds its own time to ``row["seconds"]``."""
         started = time.perf_counter()
-        fmt = (self.job.output_format or decoded.format).upper()
-        out_key = output_key(row["key"], self.job.suffix, fmt)
+        key = row.pop("_key")  # the object's own key (row["key"] is its text form)
+        fmt = output_format(self.job, key)
+        out_key = output_key(key, self.job.suffix, fmt)
         encoded = encode(decoded, output, fmt)
         self.destination.write(out_key, encoded, metadata={
             "source-version": row["source_version"], "model": self.job.model, "model-version": self.model_version,
             "precision": self.job.precision})
-        row.update(status=STATUS_OK, output_key=out_key, bytes_out=len(encoded))
+        row.update(status=STATUS_OK, output_key=key_text(out_key), bytes_out=len(encoded))
         row.update({f"before_{k}": v for k, v in no_reference(decoded.rgb).items()})
         row.update({f"after_{k}": v for k, v in no_reference(output).items()})
         if self.reference is not None:
             try:
-                ref = decode(self.reference.read(row["key"]), row["key"], self.job.max_pixels)
+                ref = decode(self.reference.read(key), key, self.job.max_pixels)
                 row.update(_reference_scores(ref.rgb, output))
             except Exception as exc:  # noqa: BLE001
                 row["error"] = f"reference: {exc}"
@@ -180,20 +264,43 @@ class ChunkProcessor:
         rows = []
         todo = []
         for info in infos:
-            base = {"key": info.key, "bytes_in": info.size, "source_version": info.version,
-                    "model_uri": self.job.model, "model_version": self.model_version,
-                    "precision": self.job.precision}
-            previous = done.get(info.key)
+            base = {"key": key_text(info.key), "_key": info.key, "bytes_in": info.size,
+                    "source_version": info.version, "model_uri": self.job.model,
+                    "model_version": self.model_version, "precision": self.job.precision}
+            previous = done.get(base["key"])
             same = previous is not None and (previous["source_version"], previous["model_version"],
                                              previous["precision"]) == (info.version, self.model_version,
                                                                         self.job.precision)
-            if same and self.destination.exists(previous["output_key"]):
+            if same and self.destination.exists(output_key(info.key, self.job.suffix,
+                                                           output_format(self.job, info.key))):
                 rows.append({**previous, "status": STATUS_SKIPPED, "seconds": 0.0})
             else:
                 todo.append(base)
         with ThreadPoolExecutor(self.job.workers) as pool:
-            reads = [pool.submit(self._read, b["key"]) for b in todo]
-            writes = []
+            # reads run at most `ahead` images in front of the model, and finished
+            # writes are collected as they go: memory follows the settings, not the chunk
+            ahead = self.job.workers + self.job.batch_size
+            queue = iter(todo)
+            reads: collections.deque = collections.deque()
+
+            def read_ahead():
+                while len(reads) < ahead:
+                    base = next(queue, None)
+                    if base is None:
+                        return
+                    reads.append((base, pool.submit(self._read, base["_key"])))
+
+            writes: collections.deque = collections.deque()
+
+            def collect(block_above: int):
+                while writes and (len(writes) > block_above or writes[0][1].done()):
+                    row, future = writes.popleft()
+                    try:
+                        rows.append(future.result())
+                    except Exception as exc:  # noqa: BLE001
+                        row.pop("_key", None)
+                        rows.append({**row, "status": STATUS_ERROR, "error": f"write: {exc}"})
+
             pending: list = []  # same-size images waiting to be batched
 
             def flush():
@@ -203,7 +310,8 @@ class ChunkProcessor:
                 try:
                     outputs = self._infer_batch([d.rgb for _, d, _ in pending])
                 except Exception as exc:  # noqa: BLE001
-                    rows.extend({**r, "status": STATUS_ERROR, "error": f"inference: {exc}"} for r, _, _ in pending)
+                    rows.extend({**_public(r), "status": STATUS_ERROR, "error": f"inference: {exc}"}
+                                for r, _, _ in pending)
                     pending.clear()
                     return
                 share = (time.perf_counter() - started) / len(pending)
@@ -211,11 +319,16 @@ class ChunkProcessor:
                     row["seconds"] = seconds + share
                     writes.append((row, pool.submit(self._finish, row, decoded, output)))
                 pending.clear()
+                collect(block_above=self.job.workers)
 
-            for base, future in zip(todo, reads):
+            read_ahead()
+            while reads:
+                base, future = reads.popleft()
                 data, decoded, error, seconds = future.result()
+                del data  # the bytes are not needed after decoding
+                read_ahead()
                 if error is not None:
-                    rows.append({**base, "status": STATUS_ERROR, "error": error, "seconds": seconds})
+                    rows.append({**_public(base), "status": STATUS_ERROR, "error": error, "seconds": seconds})
                     continue
                 row = {**base, "width": decoded.size[0], "height": decoded.size[1],
                        "mode": decoded.mode, "bit_depth": decoded.bits}
@@ -223,16 +336,20 @@ class ChunkProcessor:
                     flush()
                 pending.append((row, decoded, seconds))
             flush()
-            for row, future in writes:
-                try:
-                    rows.append(future.result())
-                except Exception as exc:  # noqa: BLE001
-                    rows.append({**row, "status": STATUS_ERROR, "error": f"write: {exc}"})
+            collect(block_above=0)
         return rows
+
+
+def _public(row: dict) -> dict:
+    """``row`` without the fields only the processor uses."""
+    return {k: v for k, v in row.items() if not k.startswith("_")}
 
 
 def frame(rows: list[dict]) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=list(COLUMNS))
+    # an error message may quote a file name that is not UTF-8
+    table["error"] = [e.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                      if isinstance(e, str) else e for e in table["error"]]
     for name in ("key", "status", "error", "output_key", "mode", "model_uri", "model_version", "precision",
                  "source_version"):
         table[name] = table[name].astype("string")
@@ -326,5 +443,5 @@ def summarize(rows: list[dict]) -> dict:
     }
 
 
-__all__ = ["EnhanceJob", "EXTENSIONS", "chunks", "ledger", "load_model", "new_run_id", "process_chunk",
-           "summarize", "write_metrics"]
+__all__ = ["EnhanceJob", "EXTENSIONS", "OverlappingLocations", "check_locations", "chunks", "key_text", "ledger", "listing",
+           "load_model", "new_run_id", "plan", "process_chunk", "summarize", "write_metrics"]
