@@ -13,6 +13,7 @@ import sys
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
+from flows import prefect_api
 from tasks.config import Params, ShardSettings, load_params
 from tasks.data.datasets import DATASETS, build_shard_sets
 
@@ -39,4 +40,5 @@ def build_shards(names: list[str], params: Params | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    build_shards(sys.argv[1:] or list(DATASETS))
+    with prefect_api():
+        build_shards(sys.argv[1:] or list(DATASETS))

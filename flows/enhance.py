@@ -21,6 +21,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from tqdm.auto import tqdm
 
+from flows import prefect_api
 from model.precision import PRECISIONS
 from tasks.batch.images import FORMATS
 from tasks.batch.job import (DestinationBusy, EnhanceJob, OverlappingLocations, check_locations, chunks,
@@ -121,15 +122,18 @@ def demo_stage() -> int:
     from tasks.config import load_params
 
     settings = load_params().enhance
-    summary = enhance_folder(EnhanceJob(source=settings.source, destination=settings.destination,
-                                 model=settings.model, reference=settings.reference))
+    with prefect_api():
+        summary = enhance_folder(EnhanceJob(source=settings.source, destination=settings.destination,
+                                            model=settings.model, reference=settings.reference))
     return 1 if summary["failures"] else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     job, args = parse(sys.argv[1:] if argv is None else argv)
     try:
-        summary = enhance_folder.with_options(task_runner=task_runner(args.dask_address, args.chunk_workers))(job)
+        with prefect_api():
+            summary = enhance_folder.with_options(task_runner=task_runner(args.dask_address,
+                                                                          args.chunk_workers))(job)
     except (DestinationBusy, OverlappingLocations) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -20,6 +20,7 @@ import pandas as pd
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
+from flows import prefect_api
 from tasks.config import Params, load_params
 from tasks.training import evaluation
 
@@ -46,4 +47,5 @@ def evaluate(variants: list[str] | None = None, params: Params | None = None) ->
 
 
 if __name__ == "__main__":
-    evaluate(sys.argv[1:] or None)
+    with prefect_api():
+        evaluate(sys.argv[1:] or None)

@@ -10,6 +10,7 @@ import sys
 
 from prefect import flow, task
 
+from flows import prefect_api
 from tasks.config import DataSettings, load_params
 from tasks.data.datasets import DATASETS
 from tasks.data.datasets import fetch as fetch_dataset
@@ -28,4 +29,5 @@ def fetch(names: list[str], settings: DataSettings | None = None) -> list[str]:
 
 
 if __name__ == "__main__":
-    fetch(sys.argv[1:] or list(DATASETS))
+    with prefect_api():
+        fetch(sys.argv[1:] or list(DATASETS))

@@ -12,6 +12,7 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
+from flows import prefect_api
 from tasks.config import DataSettings, load_params
 from tasks.data.datasets import DATASETS
 from tasks.data.datasets import index as index_dataset
@@ -37,4 +38,5 @@ def index(names: list[str], settings: DataSettings | None = None) -> dict[str, s
 
 
 if __name__ == "__main__":
-    index(sys.argv[1:] or list(DATASETS))
+    with prefect_api():
+        index(sys.argv[1:] or list(DATASETS))

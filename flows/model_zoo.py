@@ -11,6 +11,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from flows import prefect_api
 from tasks import artifacts
 from tasks.config import Params, load_params, variant_options
 from tasks.storage import atomic_write_json, atomic_write_text
@@ -44,4 +45,5 @@ def model_zoo(params: Params | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    model_zoo()
+    with prefect_api():
+        model_zoo()

@@ -18,6 +18,7 @@ from filelock import FileLock, Timeout
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from flows import prefect_api
 from tasks.config import Params, load_params
 from tasks.training.promotion import decide_and_promote
 from tasks.training.tracking import configure
@@ -75,4 +76,5 @@ def retrain(params: Params | None = None, pull: bool = True, reproduce: bool = T
 
 
 if __name__ == "__main__":
-    retrain()
+    with prefect_api():
+        retrain()

@@ -15,6 +15,7 @@ import sys
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
+from flows import prefect_api
 from tasks.config import Params, load_params
 from tasks.training.fit import fit_variant
 
@@ -37,4 +38,5 @@ def train(variant: str, params: Params | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    train(sys.argv[1])
+    with prefect_api():
+        train(sys.argv[1])

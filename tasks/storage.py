@@ -38,12 +38,30 @@ def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def umask() -> int:
+    """The process's umask, read without changing it (Linux), else by setting
+    and restoring it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` whole (readers see the old file or the new
+    one), with the permissions a plain ``open`` would give it (0666 less the
+    umask; the temporary file starts private)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o666 & ~umask())
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -52,6 +70,34 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def remove_abandoned(target: str | os.PathLike) -> list[Path]:
+    """Delete what an ``atomic_directory(target)`` killed before it finished
+    left beside ``target`` (its ``.<name>.<pid>-<random>.tmp`` staging folder
+    or ``.<name>.<pid>.old``), when that process is gone; returns what was
+    removed. A live builder's folders are left alone."""
+    target = Path(target)
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(\d+)(-[A-Za-z0-9_]+\.tmp|\.old)$")
+    removed = []
+    if not target.parent.is_dir():
+        return removed
+    for path in target.parent.iterdir():
+        match = pattern.match(path.name)
+        if match and not _alive(int(match.group(1))):
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -69,7 +115,9 @@ def atomic_directory(target: str | os.PathLike):
     never a half-written one. On failure the temporary sibling is removed."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    remove_abandoned(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}-", suffix=".tmp", dir=target.parent))
+    os.chmod(tmp, 0o777 & ~umask())  # as mkdir would make it (mkdtemp makes it private)
     try:
         yield tmp
         if target.exists():
