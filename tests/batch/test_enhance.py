@@ -6,36 +6,14 @@ from __future__ import annotations
 import io
 
 import imagecodecs
-import keras
 import numpy as np
 import pandas as pd
 import pytest
 import tifffile
 from PIL import Image, ImageCms
 
-from model import build_model
 from tasks.batch.job import DestinationBusy, EnhanceJob, claim_destination
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    keras.utils.set_random_seed(0)
-    model = build_model("mirnet", num_rrg=1, num_mrb=1, channels=8)
-    model.save(path)
-    return str(path)
-
-
-def save(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
-
-
-def photo(width=64, height=48, seed=0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    base = np.linspace(0, 255, width)[None, :, None] * np.ones((height, 1, 3))
-    return Image.fromarray(np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8))
+from tests.batch.samples import photo, run, save
 
 
 def deep_colour(channels: int) -> np.ndarray:
@@ -90,12 +68,6 @@ def write_corpus(folder):
 
 
 EXPECTED_ERRORS = {"truncated.jpg", "empty.png", "text.png", "huge.png"}
-
-
-def run(job):
-    from flows.enhance import enhance_folder as flow
-
-    return flow(job)
 
 
 @pytest.fixture(scope="module")
@@ -348,10 +320,10 @@ def test_a_lower_precision_is_a_different_result_for_resume(tmp_path, model_file
         photo(64, 48, seed=i).save(source / f"img{i}.png")
     infos = open_store(str(source)).list(EnhanceJob.include, ())
     statuses = {}
-    for run, precision in enumerate(["float32", "bfloat16", "bfloat16", "float32"]):
+    for attempt, precision in enumerate(["float32", "bfloat16", "bfloat16", "float32"]):
         job = EnhanceJob(source=str(source), destination=str(destination), model=model_file, precision=precision)
-        rows = process_chunk(job, infos, f"run{run}", 0, ledger(job.state_path()))
-        statuses[run] = ({r["status"] for r in rows}, {r["precision"] for r in rows})
+        rows = process_chunk(job, infos, f"run{attempt}", 0, ledger(job.state_path()))
+        statuses[attempt] = ({r["status"] for r in rows}, {r["precision"] for r in rows})
     assert statuses == {0: ({"ok"}, {"float32"}), 1: ({"ok"}, {"bfloat16"}),
                         2: ({"skipped"}, {"bfloat16"}), 3: ({"ok"}, {"float32"})}
 

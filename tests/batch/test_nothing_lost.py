@@ -1,0 +1,309 @@
+"""Nothing lost, nothing overwritten, nothing half-written: the batch job under
+colliding keys, overlapping locations, awkward TIFFs, multi-frame files,
+names that are not UTF-8, the umask, killed writers and a killed command."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+import tifffile
+from PIL import Image
+
+from tasks.batch.job import (ChunkProcessor, EnhanceJob, OverlappingLocations, check_locations, key_text, listing,
+                             plan)
+from tasks.batch.stores import ObjectInfo
+from tasks.storage import atomic_directory, remove_abandoned
+from tests.batch.samples import photo, run, save
+
+ROOT = Path(__file__).resolve().parents[2]
+NOT_UTF8 = os.fsdecode(b"caf\xe9.png")  # Latin-1 bytes, as an old camera or archive names them
+
+
+# --- planning: every key its own output -------------------------------------------
+
+def planned(keys, **job):
+    infos = [ObjectInfo(k, 1, "v") for k in keys]
+    return plan(EnhanceJob(source="in", destination="out", model="m.keras", **job), infos)
+
+
+@pytest.mark.parametrize("keys, owner, refused", [
+    (["x.png", "x.PNG"], "x.PNG", "x.png"),           # case of the extension
+    (["a.jpg", "a.jpeg"], "a.jpeg", "a.jpg"),         # spelling of the extension
+    (["dir//a.png", "dir/a.png"], "dir//a.png", "dir/a.png"),  # S3 keys with a doubled slash
+    (["./a.png", "a.png"], "./a.png", "a.png"),       # S3 keys with a dot segment
+])
+def test_keys_that_map_to_one_output_keep_one_and_name_it(keys, owner, refused):
+    keep, rows = planned(keys)
+    assert [i.key for i in keep] == [owner]
+    assert [r["key"] for r in rows] == [refused]
+    assert rows[0]["status"] == "error" and f"already the output of {owner}" in rows[0]["error"]
+
+
+def test_an_output_format_can_make_keys_collide_and_different_formats_do_not():
+    assert planned(["c.jpg", "c.png"])[1] == []  # c.jpg and c.png
+    keep, rows = planned(["c.jpg", "c.png"], output_format="PNG")  # both would be c.png
+    assert [i.key for i in keep] == ["c.jpg"] and [r["key"] for r in rows] == ["c.png"]
+
+
+def test_key_text_escapes_only_what_a_column_cannot_hold_and_is_reversible():
+    assert key_text("sub/ünïcödé ñame.webp") == "sub/ünïcödé ñame.webp"
+    assert key_text(NOT_UTF8) == "caf\\xe9.png"
+    assert key_text("caf\\xe9.png") == "caf\\\\xe9.png"  # a literal backslash never reads as an escape
+    for key in (NOT_UTF8, "caf\\xe9.png", "plain.png"):
+        text = key_text(key)
+        restored = text.encode("utf-8").decode("unicode_escape").encode("latin-1")
+        assert restored == key.encode("utf-8", "surrogateescape")
+
+
+# --- locations -----------------------------------------------------------------
+
+@pytest.mark.parametrize("source, destination", [
+    ("photos", "photos"), ("photos", "photos/"), ("photos/2024", "photos"),
+    ("s3://b/photos", "s3://b/photos/"), ("s3://b/photos/2024", "s3://b/photos"), ("s3://b/photos", "s3://b"),
+])
+def test_a_destination_that_is_or_holds_the_source_is_refused(tmp_path, source, destination):
+    if not source.startswith("s3://"):
+        source, destination = str(tmp_path / source), str(tmp_path / destination)
+    with pytest.raises(OverlappingLocations, match="overwrite or mix with the originals"):
+        check_locations(EnhanceJob(source=source, destination=destination, model="m.keras"))
+
+
+@pytest.mark.parametrize("source, destination", [
+    ("photos", "photos-enhanced"), ("s3://b/photos", "s3://b/photos2"), ("s3://b/photos", "s3://c/photos"),
+    ("photos", "s3://b/photos"),
+])
+def test_neighbouring_locations_are_accepted(tmp_path, source, destination):
+    if not source.startswith("s3://"):
+        source = str(tmp_path / source)
+    check_locations(EnhanceJob(source=source, destination=destination, model="m.keras"))
+
+
+def test_the_command_refuses_overlapping_locations_before_writing_anything(tmp_path, model_file):
+    from flows.enhance import main
+
+    source = tmp_path / "photos"
+    source.mkdir()
+    photo().save(source / "a.png")
+    before = sorted(p.name for p in source.rglob("*"))
+    assert main([str(source), str(source), "--model", model_file]) == 1
+    assert sorted(p.name for p in source.rglob("*")) == before  # no outputs, no state folder
+
+
+def test_a_destination_inside_the_source_is_left_out_of_the_listing(tmp_path):
+    source = tmp_path / "photos"
+    (source / "enhanced").mkdir(parents=True)
+    (source / "enhanced2").mkdir()
+    for key in ("a.png", "enhanced/a.png", "enhanced2/b.png"):
+        photo().save(source / key)
+    job = EnhanceJob(source=str(source), destination=str(source / "enhanced"), model="m.keras")
+    assert [i.key for i in listing(job)] == ["a.png", "enhanced2/b.png"]
+
+
+# --- a folder of hostile inputs, enhanced twice into a folder inside it ----------
+
+def tiff(image: Image.Image, **options) -> bytes:
+    return save(image, "TIFF", **options)
+
+
+def hostile_inputs() -> dict[str, bytes]:
+    exif = Image.Exif()
+    exif[0x010F] = "Pipeline Camera"  # Make
+    exif.get_ifd(0x8769)[0x9003] = "2024:05:01 10:00:00"  # DateTimeOriginal
+    frames = [photo(seed=1), photo(seed=2)]
+    return {
+        "x.png": save(photo(seed=3), "PNG"),
+        "x.PNG": save(photo(seed=4), "PNG"),
+        NOT_UTF8: save(photo(seed=5), "PNG"),
+        "cmyk.tif": tiff(photo().convert("CMYK")),
+        "palette.tif": tiff(photo().convert("P", palette=Image.Palette.ADAPTIVE, colors=16)),
+        "exif.tif": tiff(photo(), exif=exif.tobytes()),
+        "exif.jpg": save(photo(), "JPEG", quality=90, exif=exif.tobytes()),
+        "float.tif": tiff(Image.fromarray(np.full((48, 64), 0.5, np.float32))),
+        "pages.tif": save(frames[0], "TIFF", save_all=True, append_images=frames[1:]),
+        "animated.png": save(frames[0], "PNG", save_all=True, append_images=frames[1:]),
+        "animated.webp": save(frames[0], "WEBP", save_all=True, append_images=frames[1:]),
+    }
+
+
+def digests(folder: Path) -> dict[bytes, str]:
+    return {os.fsencode(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def hostile_run(tmp_path_factory, model_file, prefect_server):
+    """The hostile inputs enhanced into ``source/enhanced`` under umask 022, twice:
+    (source, destination, originals' digests before, first table, second table)."""
+    source = tmp_path_factory.mktemp("hostile") / "photos"
+    source.mkdir()
+    for key, data in hostile_inputs().items():
+        (source / key).write_bytes(data)
+    before = digests(source)
+    destination = source / "enhanced"
+    job = EnhanceJob(source=str(source), destination=str(destination), model=model_file)
+    previous = os.umask(0o022)
+    try:
+        run(job)
+        first = pd.read_parquet(destination / "metrics.parquet")
+        run(job)
+        second = pd.read_parquet(destination / "metrics.parquet")
+    finally:
+        os.umask(previous)
+    return source, destination, before, first.set_index("key"), second.set_index("key")
+
+
+def test_every_key_gets_one_row_and_ok_rows_have_their_own_output(hostile_run):
+    source, destination, _, first, _ = hostile_run
+    assert sorted(first.index) == sorted(key_text(k) for k in hostile_inputs())
+    ok = first[first.status == "ok"]
+    outputs = {os.fsencode(p.relative_to(destination)) for p in destination.rglob("*")
+               if p.is_file() and ".enhance" not in p.parts} - {b"metrics.parquet"}
+    assert len(ok) == len(outputs) == len(set(ok.output_key))
+    assert first.loc["x.png", "status"] == "error" and "already the output of x.PNG" in first.loc["x.png", "error"]
+
+
+def test_originals_are_untouched_and_the_destination_is_not_enhanced_again(hostile_run):
+    source, destination, before, _, second = hostile_run
+    after = {k: v for k, v in digests(source).items() if not k.startswith(b"enhanced/")}
+    assert after == before
+    assert not (destination / "enhanced").exists()
+    assert not any(k.startswith("enhanced/") for k in second.index)
+
+
+def test_tiffs_of_every_colour_model_come_out_as_tiffs_readers_open(hostile_run):
+    _, destination, _, first, _ = hostile_run
+    for key in ("cmyk.tif", "palette.tif", "exif.tif"):
+        assert first.loc[key, "status"] == "ok", first.loc[key, "error"]
+        path = destination / key
+        with Image.open(path) as image:
+            image.load()
+            assert image.mode == "RGB" and image.size == (64, 48)
+            tags = image.getexif()
+            assert tags[277] == 3 and tags[258] == (8, 8, 8)  # samples per pixel, bits per sample: this file's
+        assert tifffile.imread(path).shape == (48, 64, 3)
+
+
+def test_descriptive_exif_is_kept(hostile_run):
+    _, destination, _, _, _ = hostile_run
+    for key in ("exif.tif", "exif.jpg"):
+        with Image.open(destination / key) as image:
+            exif = image.getexif()
+            assert exif[0x010F] == "Pipeline Camera", key
+            assert exif.get_ifd(0x8769)[0x9003] == "2024:05:01 10:00:00", key
+
+
+def test_multi_frame_and_floating_point_files_are_refused_with_a_reason(hostile_run):
+    _, destination, _, first, _ = hostile_run
+    for key in ("pages.tif", "animated.png", "animated.webp"):
+        assert first.loc[key, "status"] == "error" and "2 frames" in first.loc[key, "error"], key
+        assert not (destination / key).exists()
+    assert "floating-point" in first.loc["float.tif", "error"]
+
+
+def test_a_name_that_is_not_utf8_is_enhanced_and_stored_escaped(hostile_run):
+    _, destination, _, first, second = hostile_run
+    text = key_text(NOT_UTF8)
+    assert text == "caf\\xe9.png"
+    assert first.loc[text, "status"] == "ok" and first.loc[text, "output_key"] == text
+    assert (destination / NOT_UTF8).is_file()
+    assert second.loc[text, "status"] == "skipped"  # the ledger finds it again
+
+
+def test_the_second_run_skips_every_ok_key_and_repeats_every_refusal(hostile_run):
+    _, _, _, first, second = hostile_run
+    assert sorted(second.index) == sorted(first.index)
+    assert set(second[first.status == "ok"].status) == {"skipped"}
+    assert (second[first.status == "error"].error == first[first.status == "error"].error).all()
+
+
+def test_outputs_and_the_metrics_follow_the_umask(hostile_run):
+    _, destination, _, _, _ = hostile_run
+    for name in ("x.png", "cmyk.tif", "metrics.parquet"):
+        assert (destination / name).stat().st_mode & 0o777 == 0o644, name
+
+
+# --- memory, half-written folders, a killed command ------------------------------
+
+def test_reads_run_only_a_few_images_ahead_of_the_model(tmp_path, model_file):
+    source = tmp_path / "in"
+    source.mkdir()
+    for i in range(24):
+        photo(seed=i).save(source / f"{i:02d}.png")
+    job = EnhanceJob(source=str(source), destination=str(tmp_path / "out"), model=model_file,
+                     workers=2, batch_size=1)
+    processor = ChunkProcessor(job)
+    reads, ahead = [], []
+    read, infer = processor._read, processor._infer_batch
+
+    def counted_read(key):
+        reads.append(key)
+        return read(key)
+
+    def slow_infer(images):
+        time.sleep(0.05)  # a model slower than the reads: without a bound they would all run ahead
+        ahead.append(len(reads))
+        return infer(images)
+
+    processor._read, processor._infer_batch = counted_read, slow_infer
+    rows = processor.run(listing(job), {})
+    assert [r["status"] for r in rows] == ["ok"] * 24
+    # in memory at most: the read window, the batch at the model, and the image that closed it
+    limit = (job.workers + job.batch_size) + job.batch_size + 1
+    assert all(started - done <= limit for done, started in enumerate(ahead)), ahead
+
+
+def test_a_killed_folder_build_is_removed_by_the_next_and_a_live_one_is_not(tmp_path):
+    target = tmp_path / "dataset"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    abandoned = tmp_path / f".dataset.{int(dead.stdout)}-abcd1234.tmp"
+    (abandoned / "half").mkdir(parents=True)
+    old = tmp_path / f".dataset.{int(dead.stdout)}.old"
+    old.mkdir()
+    live = tmp_path / f".dataset.{os.getpid()}-efgh5678.tmp"
+    live.mkdir()
+    with atomic_directory(target) as staging:
+        (staging / "file").write_text("whole")
+    assert not abandoned.exists() and not old.exists() and live.is_dir()
+    assert (target / "file").read_text() == "whole"
+    assert remove_abandoned(target) == []
+
+
+def test_a_killed_command_takes_its_prefect_server_with_it(tmp_path, model_file):
+    source = tmp_path / "in"
+    source.mkdir()
+    for i in range(3):
+        photo(seed=i).save(source / f"{i}.png")
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PYTHONPATH=str(ROOT))
+    command = subprocess.Popen([sys.executable, "-m", "flows.enhance", str(source), str(tmp_path / "out"), "--model", model_file],
+                               cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parent = psutil.Process(command.pid)
+    deadline = time.monotonic() + 180
+    servers = []
+    while not servers and time.monotonic() < deadline and command.poll() is None:
+        servers = [p for p in parent.children(recursive=True) if "server" in " ".join(_cmdline(p))]
+        time.sleep(0.5)
+    assert servers, "the command started no Prefect server of its own"
+    os.kill(command.pid, signal.SIGKILL)
+    command.wait(timeout=30)
+    _, alive = psutil.wait_procs(servers, timeout=60)
+    for process in alive:
+        process.kill()
+    assert not alive, [_cmdline(p) for p in alive]
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
