@@ -8,7 +8,16 @@ through ``unrar2-cffi``, installed with the project).
 
 Checksums: an expected sha256 can be given; when none is, the first fetch of a
 source records its sha256 in the checked-in lock file (``sources.lock.json``)
-and later fetches verify against it.
+once the archive has been extracted and its layout validated (a truncated
+download is never locked in), and later fetches verify against it.
+
+Downloads resume with HTTP Range requests and keep going, within one run, as
+long as each attempt brings more bytes; they give up after ``attempts`` tries
+in a row that bring none. Extraction is bounded while it runs: at most
+``MAX_EXTRACTED_BYTES`` in all and ``MAX_RATIO`` times the archive's size (a
+small archive that inflates to gigabytes is refused before it fills the disk),
+and two entries whose paths differ only in case are refused (on a
+case-insensitive file system one would replace the other).
 """
 
 from __future__ import annotations
@@ -24,13 +33,15 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
 
 import requests
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import Retrying, retry_if_exception_type, wait_exponential
 from tqdm.auto import tqdm
 
 from tasks.storage import atomic_directory, atomic_write_json, file_sha256, s3_client
 
 LOCK_FILE = Path("sources.lock.json")
 CHUNK = 1 << 20
+MAX_EXTRACTED_BYTES = 64 << 30  # 64 GiB: TID2013 extracts to about 1 GiB
+MAX_RATIO = 200  # extracted bytes per archive byte; images compress a few times, not hundreds
 
 
 class FetchError(RuntimeError):
@@ -77,16 +88,21 @@ def download(
     session: requests.Session | None = None,
 ) -> Path:
     """Stream ``url`` to ``dest``, resuming a partial ``dest.part`` with an HTTP
-    Range request, retrying with exponential backoff, then verifying sha256.
+    Range request, then verifying sha256. Failed attempts are retried with
+    exponential backoff as long as they make progress: the download gives up
+    after ``attempts`` tries in a row that brought no new byte.
 
     ``dest`` appears only when the whole file has arrived and verified."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     session = session or requests.Session()
+    stalled = {"tries": 0, "size": -1}  # tries in a row without new bytes, and the size before the last
 
     def attempt():
         offset = part.stat().st_size if part.exists() else 0
+        stalled["tries"] = stalled["tries"] + 1 if offset <= stalled["size"] else 1
+        stalled["size"] = offset
         # identity encoding: byte offsets must be offsets into the file itself
         headers = {"Accept-Encoding": "identity"}
         if offset:
@@ -119,16 +135,26 @@ def download(
             if total is not None and part.stat().st_size < total:
                 raise _Incomplete(f"{url}: got {part.stat().st_size} of {total} bytes")
 
+    def no_progress(_state) -> bool:
+        stalled["grew"] = (part.stat().st_size if part.exists() else 0) > stalled["size"]
+        return not stalled["grew"] and stalled["tries"] >= attempts
+
+    backoff = wait_exponential(multiplier=0.5, max=30)
+
+    def pause(state) -> float:
+        """At once after an attempt that brought bytes, else backing off."""
+        return 0.0 if stalled.get("grew") else backoff(state)
+
     retrying = Retrying(
-        stop=stop_after_attempt(attempts),
-        wait=wait_exponential(multiplier=0.5, max=30),
+        stop=no_progress,
+        wait=pause,
         retry=retry_if_exception_type((_Incomplete, requests.ConnectionError, requests.Timeout)),
         reraise=True,
     )
     try:
         retrying(attempt)
     except (_Incomplete, requests.RequestException) as exc:
-        raise FetchError(f"{url}: download failed after {attempts} attempts: {exc}") from exc
+        raise FetchError(f"{url}: download failed, {attempts} attempts in a row brought no new bytes: {exc}") from exc
     try:
         verify(part, expected_sha256, url)
     except FetchError:
@@ -221,18 +247,47 @@ def archive_kind(path: Path) -> str:
 ENTRIES = {"zip": _zip_entries, "tar": _tar_entries, "rar": _rar_entries}
 
 
-def extract(archive: str | os.PathLike, target: str | os.PathLike, progress: bool = True) -> Path:
+def _check_names(names: list[tuple[PurePosixPath, bool]], archive: Path) -> None:
+    """Refuse two file entries whose paths differ only in case."""
+    seen: dict[str, PurePosixPath] = {}
+    for name, is_dir in names:
+        if is_dir:
+            continue
+        other = seen.setdefault(str(name).casefold(), name)
+        if other != name:
+            raise FetchError(f"{archive}: entries {str(other)!r} and {str(name)!r} differ only in case; "
+                             "refusing to extract (one would replace the other on many file systems)")
+
+
+def _copy_bounded(source, out, budget: dict, archive: Path) -> None:
+    """Copy an entry, stopping as soon as the archive's extracted total passes its limit."""
+    while block := source.read(CHUNK):
+        budget["written"] += len(block)
+        if budget["written"] > budget["limit"]:
+            raise FetchError(f"{archive}: extracts to more than {budget['limit']:,} bytes "
+                             f"({budget['why']}); refusing to extract (a compression bomb?)")
+        out.write(block)
+
+
+def extract(archive: str | os.PathLike, target: str | os.PathLike, progress: bool = True, *,
+            max_bytes: int = MAX_EXTRACTED_BYTES, max_ratio: float = MAX_RATIO) -> Path:
     """Extract ``archive`` into the empty folder ``target``.
 
-    Every entry is checked before anything is written (absolute paths, ``..``
-    and links are refused); a corrupt or truncated archive raises ``FetchError``
+    Every entry is checked before anything is written (absolute paths, ``..``,
+    links and names that differ only in case are refused); while writing, the
+    extracted total is held under ``max_bytes`` and ``max_ratio`` times the
+    archive's size. A corrupt or truncated archive raises ``FetchError``
     naming it. The caller owns ``target`` and removes it on failure."""
     archive, target = Path(archive), Path(target)
     kind = archive_kind(archive)
+    by_ratio = int(max_ratio * archive.stat().st_size)
+    budget = {"written": 0, "limit": min(max_bytes, by_ratio),
+              "why": f"{max_ratio:g} times the archive's size" if by_ratio < max_bytes else "the size limit"}
     try:
         names = [(safe_member_path(name, archive), is_dir) for name, is_dir, _ in ENTRIES[kind](archive)]
         if not names:
             raise FetchError(f"{archive}: archive is empty")
+        _check_names(names, archive)
         with tqdm(total=len(names), unit="file", desc=f"extract {archive.name}", disable=not progress, leave=False) as bar:
             for name, is_dir, opener in ENTRIES[kind](archive):
                 relative = safe_member_path(name, archive)
@@ -242,7 +297,7 @@ def extract(archive: str | os.PathLike, target: str | os.PathLike, progress: boo
                 else:
                     destination.parent.mkdir(parents=True, exist_ok=True)
                     with opener() as source, open(destination, "wb") as out:
-                        shutil.copyfileobj(source, out, CHUNK)
+                        _copy_bounded(source, out, budget, archive)
                 bar.update()
     except FetchError:
         raise
@@ -260,10 +315,14 @@ def _archive_name(source: str) -> str:
     return PurePosixPath(source.split("?")[0].rstrip("/")).name or "archive"
 
 
+REMOTE = ("http://", "https://", "s3://")
+
+
 def obtain(source: str, downloads: Path, sha256: str | None, lock_path: Path,
-           endpoint_url: str | None = None, progress: bool = True) -> Path:
+           endpoint_url: str | None = None, progress: bool = True) -> tuple[Path, str | None]:
     """A local file or folder for ``source``, verified against the given or
-    locked checksum; a first remote fetch without one records it."""
+    locked checksum, and the sha256 to lock in once the dataset has proved
+    whole (None when a checksum was given or is locked already)."""
     expected = sha256 or read_lock(lock_path).get(source)
     if source.startswith(("http://", "https://")):
         path = downloads / _archive_name(source)
@@ -276,11 +335,12 @@ def obtain(source: str, downloads: Path, sha256: str | None, lock_path: Path,
         path = Path(source).expanduser()
         if not path.exists():
             raise FetchError(f"{source}: no such file or folder")
+    to_lock = None
     if path.is_file():
         actual = verify(path, expected, source)
-        if expected is None and sha256 is None:
-            record_checksum(source, actual, lock_path)
-    return path
+        if expected is None:
+            to_lock = actual
+    return path, to_lock
 
 
 def fetch_dataset(
@@ -301,16 +361,24 @@ def fetch_dataset(
     into place only after ``validate`` accepted it; any failure leaves
     ``out_dir`` as it was."""
     out_dir = Path(out_dir)
+    to_lock = None
     with atomic_directory(out_dir) as staging:
         if source == "sample":
             make_sample(staging / "dataset")
         else:
-            local = obtain(source, Path(downloads), sha256, Path(lock_path), endpoint_url, progress)
+            local, to_lock = obtain(source, Path(downloads), sha256, Path(lock_path), endpoint_url, progress)
             if local.is_dir():
                 shutil.copytree(local, staging / "dataset")
             else:
-                extract(local, staging / "dataset", progress=progress)
+                try:
+                    extract(local, staging / "dataset", progress=progress)
+                except FetchError:
+                    if to_lock is not None and source.startswith(REMOTE):
+                        local.unlink(missing_ok=True)  # unverified and broken: download it again next time
+                    raise
         root = validate(staging / "dataset")
+        if to_lock is not None:  # the archive is whole: it extracted and its layout is valid
+            record_checksum(source, to_lock, Path(lock_path))
         # keep only the dataset itself, at the top of out_dir
         for child in root.iterdir():
             os.replace(child, staging / child.name)

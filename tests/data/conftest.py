@@ -14,6 +14,9 @@ class FileServer:
         self.root = root
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
         self.cut_after: dict[str, int] = {}  # path -> bytes sent before dropping once
+        self.cut_every: dict[str, int] = {}  # path -> bytes sent before dropping, on every request
+        self.no_length: set[str] = set()  # paths answered without Content-Length
+        self.truncate: dict[str, int] = {}  # path -> length of the body sent (then a clean close)
         self.fail_status: dict[str, list[int]] = {}  # path -> statuses to answer first
         handler = self._handler()
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -54,9 +57,14 @@ class FileServer:
                 else:
                     self.send_response(200)
                 body = data[start:]
-                self.send_header("Content-Length", str(len(body)))
+                if name in server.truncate:
+                    body = body[: server.truncate[name]]
+                if name not in server.no_length:
+                    self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 cut = server.cut_after.pop(name, None)
+                if cut is None:
+                    cut = server.cut_every.get(name)
                 if cut is not None:
                     self.wfile.write(body[:cut])
                     self.wfile.flush()

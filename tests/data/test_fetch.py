@@ -230,3 +230,84 @@ def test_an_s3_archive_is_fetched_from_an_s3_compatible_server(s3_bucket, tmp_pa
                       make_sample=None, endpoint_url=endpoint, downloads=tmp_path / "dl",
                       lock_path=lock, progress=False)
     assert not (tmp_path / "raw2").exists()
+
+
+# --- hostile servers and archives ---------------------------------------------------
+
+def test_a_server_that_drops_every_100_kb_is_resumed_to_the_end_in_one_run(file_server, tmp_path):
+    data = np.random.default_rng(1).bytes(1_000_000)
+    (file_server.root / "big.bin").write_bytes(data)
+    file_server.cut_every["big.bin"] = 100_000
+    got = download(f"{file_server.url}/big.bin", tmp_path / "big.bin", attempts=3, progress=False)
+    assert got.read_bytes() == data
+    assert len(file_server.requests) == 10  # one request per 100 KB, none wasted
+
+
+def test_a_download_that_makes_no_progress_gives_up_after_its_attempts(file_server, tmp_path):
+    (file_server.root / "stuck.bin").write_bytes(b"x" * 50_000)
+    file_server.cut_every["stuck.bin"] = 0
+    with pytest.raises(FetchError, match="3 attempts in a row brought no new bytes"):
+        download(f"{file_server.url}/stuck.bin", tmp_path / "stuck.bin", attempts=3, progress=False)
+    assert len(file_server.requests) == 3
+
+
+def test_a_truncated_first_download_is_not_locked_in_and_the_good_archive_is_accepted_later(file_server, tmp_path):
+    archive = make_zip(file_server.root / "set.zip")
+    file_server.no_length.add("set.zip")  # the client cannot tell that the body ended early
+    file_server.truncate["set.zip"] = archive.stat().st_size // 2
+    lock = tmp_path / "lock.json"
+    url = f"{file_server.url}/set.zip"
+    kwargs = dict(validate=lambda p: p, make_sample=None, downloads=tmp_path / "dl", lock_path=lock, progress=False)
+    with pytest.raises(FetchError, match="corrupt or truncated zip archive"):
+        fetch_dataset(url, tmp_path / "raw", **kwargs)
+    assert not lock.exists() and not (tmp_path / "raw").exists()
+    assert list((tmp_path / "dl").iterdir()) == []  # the broken download is not reused
+    file_server.truncate.clear()
+    fetch_dataset(url, tmp_path / "raw", **kwargs)
+    assert json.loads(lock.read_text()) == {url: sha(archive.read_bytes())}
+    assert_extracted(tmp_path / "raw")
+
+
+def bomb(path: Path, inflated: int, prefix: str = "set/") -> Path:
+    """A ZIP whose one entry of zeros inflates about a thousand times."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        with zf.open(f"{prefix}zeros.bin", "w", force_zip64=True) as entry:
+            block = bytes(1 << 20)
+            for _ in range(inflated >> 20):
+                entry.write(block)
+    return path
+
+
+def test_a_compression_bomb_is_stopped_while_extracting(tmp_path):
+    archive = bomb(tmp_path / "bomb.zip", 256 << 20)
+    assert archive.stat().st_size < 1 << 20
+    with pytest.raises(FetchError, match=r"bomb.zip: extracts to more than .* \(200 times the archive's size\)"):
+        extract(archive, tmp_path / "out", progress=False)
+    written = sum(p.stat().st_size for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert written <= 200 * archive.stat().st_size  # stopped at the limit, not after inflating it all
+
+
+def test_the_total_size_limit_holds_for_archives_that_compress_little(tmp_path):
+    archive = make_zip(tmp_path / "set.zip", {"set/noise.bin": np.random.default_rng(2).bytes(300_000)})
+    with pytest.raises(FetchError, match=r"more than 100,000 bytes \(the size limit\)"):
+        extract(archive, tmp_path / "out", progress=False, max_bytes=100_000)
+
+
+def test_a_bomb_inside_a_valid_layout_leaves_no_dataset(tmp_path):
+    files = lol_files()
+    archive = make_zip(tmp_path / "lol.zip", files)
+    with zipfile.ZipFile(archive, "a", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("lol_dataset/our485/zeros.bin", bytes(64 << 20))
+    with pytest.raises(FetchError, match="refusing to extract"):
+        fetch_dataset(str(archive), tmp_path / "raw", validate=lol.validate, make_sample=None,
+                      lock_path=tmp_path / "lock.json", progress=False)
+    assert not (tmp_path / "raw").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("maker, name", [(make_zip, "c.zip"), (make_targz, "c.tar.gz")])
+def test_entries_that_differ_only_in_case_are_refused(tmp_path, maker, name):
+    archive = maker(tmp_path / name, {"set/Image.png": b"one", "set/image.png": b"two"})
+    with pytest.raises(FetchError, match=r"'set/Image.png' and 'set/image.png' differ only in case"):
+        extract(archive, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
