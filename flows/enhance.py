@@ -56,7 +56,7 @@ def enhance_folder(job: EnhanceJob) -> dict:
     with claim_destination(job):
         infos, rows = plan(job, listing(job))  # rows: keys refused before any work (colliding outputs)
         run_id = new_run_id()
-        done = ledger(job.state_path())  # read once; each chunk gets the rows of its own keys
+        done = ledger(job)  # read once; each chunk gets the rows of its own keys
         futures = []
         for i, chunk in enumerate(chunks(infos, job.chunk_size)):
             texts = [key_text(info.key) for info in chunk]

@@ -30,6 +30,8 @@ import collections
 import contextlib
 import functools
 import hashlib
+import io
+import tempfile
 import threading
 import time
 import uuid
@@ -76,7 +78,7 @@ class EnhanceJob:
     workers: int = 4
     precision: str = "float32"  # or bfloat16 / float16: faster where the hardware has it, slightly different output
     metrics: str | None = None  # default: <destination>/metrics.parquet
-    state_dir: str | None = None  # default: <destination>/.enhance (local) or ./.enhance-state/<hash>
+    state_dir: str | None = None  # folder or s3:// prefix of the resume ledger; default: <destination>/.enhance
 
     def __post_init__(self):
         from model.precision import PRECISIONS
@@ -92,12 +94,23 @@ class EnhanceJob:
             raise ValueError(f"overlap: must be at least 0 and less than half the tile ({self.tile}), "
                              f"got {self.overlap}")
 
-    def state_path(self) -> Path:
-        if self.state_dir:
-            return Path(self.state_dir)
-        if self.destination.startswith("s3://"):
-            return Path(".enhance-state") / hashlib.sha256(self.destination.encode()).hexdigest()[:16]
-        return Path(self.destination) / ".enhance"
+    def state_uri(self) -> str:
+        """Where the resume ledger lives: with the destination (``.enhance``
+        under its folder or prefix), so every worker on every machine, and a
+        re-run from any directory, sees the same state."""
+        return self.state_dir or f"{self.destination.rstrip('/')}/.enhance"
+
+    def state_store(self):
+        return open_store(self.state_uri(), self.endpoint_url, self.region)
+
+    def lock_path(self) -> Path:
+        """The file lock that keeps a second job off the destination: beside the
+        ledger for a local one; for S3, in this machine's temporary folder (it
+        guards against a second job started here)."""
+        if self.state_uri().startswith("s3://"):
+            digest = hashlib.sha256(self.state_uri().encode()).hexdigest()[:16]
+            return Path(tempfile.gettempdir()) / f"mirnet-enhance-{digest}.lock"
+        return Path(self.state_uri()) / "job.lock"
 
 
 @dataclass(frozen=True)
@@ -370,14 +383,14 @@ def claim_destination(job: EnhanceJob):
     """Hold the job's destination (through a lock beside its resume ledger):
     a second job on it fails at once instead of racing this one, and what a
     killed job left half-written there is removed before any work starts."""
-    state = job.state_path()
-    state.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(state / "job.lock")
+    path = job.lock_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path)
     try:
         lock.acquire(timeout=0)
     except Timeout:
         raise DestinationBusy(f"{job.destination}: another enhancement job is writing there "
-                              f"(it holds {state / 'job.lock'})") from None
+                              f"(it holds {path})") from None
     try:
         if not job.destination.startswith("s3://"):  # S3 objects appear whole or not at all
             remove_temporaries(job.destination)
@@ -386,12 +399,17 @@ def claim_destination(job: EnhanceJob):
         lock.release()
 
 
-def ledger(state: Path) -> dict:
+def ledger(job: EnhanceJob) -> dict:
     """key -> the row of its latest success (part names start with the run's time),
     i.e. what its output holds now."""
     done = {}
-    for part in sorted(state.glob("part-*.parquet")):
-        for row in pd.read_parquet(part).to_dict("records"):
+    store = job.state_store()
+    try:
+        parts = sorted(info.key for info in store.list(["part-*.parquet"]) if "/" not in info.key)
+    except FileNotFoundError:  # no ledger yet
+        parts = []
+    for part in parts:
+        for row in pd.read_parquet(io.BytesIO(store.read(part))).to_dict("records"):
             if row["status"] in (STATUS_OK, STATUS_SKIPPED):
                 row["precision"] = row.get("precision") or "float32"  # parts written before the column existed
                 done[row["key"]] = row
@@ -403,7 +421,7 @@ def process_chunk(job: EnhanceJob, infos: list, run_id: str, index: int, done: d
     ledger's rows for these keys (the flow reads the ledger once per job)."""
     processor = ChunkProcessor(job)
     rows = processor.run(infos, done)
-    atomic_write_bytes(job.state_path() / f"part-{run_id}-{index:06d}.parquet", frame(rows).to_parquet(index=False))
+    job.state_store().write(f"part-{run_id}-{index:06d}.parquet", frame(rows).to_parquet(index=False))
     return rows
 
 

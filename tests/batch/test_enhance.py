@@ -322,7 +322,7 @@ def test_a_lower_precision_is_a_different_result_for_resume(tmp_path, model_file
     statuses = {}
     for attempt, precision in enumerate(["float32", "bfloat16", "bfloat16", "float32"]):
         job = EnhanceJob(source=str(source), destination=str(destination), model=model_file, precision=precision)
-        rows = process_chunk(job, infos, f"run{attempt}", 0, ledger(job.state_path()))
+        rows = process_chunk(job, infos, f"run{attempt}", 0, ledger(job))
         statuses[attempt] = ({r["status"] for r in rows}, {r["precision"] for r in rows})
     assert statuses == {0: ({"ok"}, {"float32"}), 1: ({"ok"}, {"bfloat16"}),
                         2: ({"skipped"}, {"bfloat16"}), 3: ({"ok"}, {"float32"})}

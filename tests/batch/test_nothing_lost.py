@@ -5,6 +5,7 @@ names that are not UTF-8, the umask, killed writers and a killed command."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import signal
 import subprocess
@@ -307,3 +308,44 @@ def _cmdline(process: psutil.Process) -> list[str]:
         return process.cmdline()
     except psutil.Error:
         return []
+
+
+# --- resume state with the destination ---------------------------------------------
+
+def test_an_s3_job_resumes_from_another_directory_on_dask_workers_in_their_own_directories(
+        s3_bucket, tmp_path, model_file, prefect_server, monkeypatch):
+    from distributed import Client, LocalCluster
+
+    from flows.enhance import enhance_folder, task_runner
+    from tasks.batch.job import ledger, new_run_id, process_chunk
+
+    endpoint, bucket, client = s3_bucket
+    for i in range(6):
+        client.put_object(Bucket=bucket, Key=f"photos/{i}.png", Body=save(photo(seed=i), "PNG"))
+    job = EnhanceJob(source=f"s3://{bucket}/photos", destination=f"s3://{bucket}/enhanced", model=model_file,
+                     endpoint_url=endpoint, chunk_size=2)
+    # a first run, from one directory, gets through one chunk and stops
+    (tmp_path / "first").mkdir()
+    monkeypatch.chdir(tmp_path / "first")
+    infos = listing(job)
+    first = process_chunk(job, infos[:2], new_run_id(), 0, ledger(job))
+    assert [r["status"] for r in first] == ["ok", "ok"]
+    assert list((tmp_path / "first").iterdir()) == []  # no local state
+    # the rest from another directory, on workers that each work in a folder of their own
+    (tmp_path / "second").mkdir()
+    monkeypatch.chdir(tmp_path / "second")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster, Client(cluster) as dask:
+        for n, worker in enumerate(dask.scheduler_info()["workers"]):
+            folder = tmp_path / f"worker{n}"
+            folder.mkdir()
+            dask.run(os.chdir, str(folder), workers=[worker])
+        summary = enhance_folder.with_options(task_runner=task_runner(cluster.scheduler_address, 1))(job)
+    assert (summary["skipped"], summary["ok"], summary["error"]) == (2, 4, 0)
+    table = pd.read_parquet(io.BytesIO(client.get_object(Bucket=bucket, Key="enhanced/metrics.parquet")["Body"].read()))
+    assert sorted(table.key) == [f"{i}.png" for i in range(6)]
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="enhanced/")["Contents"]]
+    assert sorted(k for k in keys if k.endswith(".png")) == [f"enhanced/{i}.png" for i in range(6)]
+    assert len([k for k in keys if k.startswith("enhanced/.enhance/part-")]) == 1 + 3
+    for n in range(2):
+        assert list((tmp_path / f"worker{n}").iterdir()) == []
