@@ -13,6 +13,9 @@ from pathlib import Path, PurePosixPath
 from tasks.storage import atomic_write_bytes, s3_client
 
 
+BODY_ATTEMPTS = 6  # reads of an object whose body breaks off
+
+
 class UnsafeKey(ValueError):
     """A key that would escape the store's root."""
 
@@ -92,7 +95,20 @@ class S3Store:
         return out
 
     def read(self, key: str) -> bytes:
-        return self.client.get_object(Bucket=self.bucket, Key=self._full(key))["Body"].read()
+        """The object's bytes. botocore retries a failed request (5xx,
+        throttling, a refused connection) but not a body cut off half-way;
+        such a read starts again here, with backoff."""
+        from botocore.exceptions import (ConnectionClosedError, IncompleteReadError, ReadTimeoutError,
+                                         ResponseStreamingError)
+        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+        retrying = Retrying(stop=stop_after_attempt(BODY_ATTEMPTS), wait=wait_exponential(multiplier=0.2, max=10),
+                            retry=retry_if_exception_type((ResponseStreamingError, IncompleteReadError,
+                                                           ReadTimeoutError, ConnectionClosedError)),
+                            reraise=True)
+        for attempt in retrying:
+            with attempt:
+                return self.client.get_object(Bucket=self.bucket, Key=self._full(key))["Body"].read()
 
     def write(self, key: str, data: bytes, metadata: dict | None = None) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._full(check_key(key)), Body=data,

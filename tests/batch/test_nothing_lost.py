@@ -349,3 +349,27 @@ def test_an_s3_job_resumes_from_another_directory_on_dask_workers_in_their_own_d
     assert len([k for k in keys if k.startswith("enhanced/.enhance/part-")]) == 1 + 3
     for n in range(2):
         assert list((tmp_path / f"worker{n}").iterdir()) == []
+
+
+def test_an_s3_job_through_a_faulty_network_ends_with_every_key_ok_once(s3_bucket, model_file, prefect_server):
+    from tests.batch.fault_proxy import FaultProxy
+
+    endpoint, bucket, client = s3_bucket
+    for i in range(6):
+        client.put_object(Bucket=bucket, Key=f"photos/{i}.png", Body=save(photo(seed=i), "PNG"))
+    with FaultProxy(endpoint) as proxy:
+        job = EnhanceJob(source=f"s3://{bucket}/photos", destination=f"s3://{bucket}/enhanced", model=model_file,
+                         endpoint_url=proxy.url, chunk_size=3)
+        summary = run(job)
+    assert (summary["ok"], summary["error"]) == (6, 0), summary["failures"]
+    # every kind of fault was met: throttled and failed requests, object bodies cut off half-way
+    assert proxy.faults["slow-down"] >= 6 and proxy.faults["internal"] >= 6 and proxy.faults["cut-body"] >= 6, \
+        proxy.faults
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="enhanced/")["Contents"]]
+    assert sorted(k for k in keys if k.endswith(".png")) == [f"enhanced/{i}.png" for i in range(6)]
+    assert len([k for k in keys if k.startswith("enhanced/.enhance/part-")]) == 2  # one per chunk, none twice
+    table = pd.read_parquet(io.BytesIO(client.get_object(Bucket=bucket, Key="enhanced/metrics.parquet")["Body"].read()))
+    assert sorted(table.key) == [f"{i}.png" for i in range(6)] and set(table.status) == {"ok"}
+    for i in range(6):
+        body = client.get_object(Bucket=bucket, Key=f"enhanced/{i}.png")["Body"].read()
+        assert Image.open(io.BytesIO(body)).size == (64, 48)  # whole images, not half bodies
