@@ -63,6 +63,37 @@ class Decoded:
         return self.rgb.shape[1], self.rgb.shape[0]
 
 
+HEADER_BYTES = 1 << 18  # enough for the header of every format we read, bar JPEGs with huge APP segments
+SIGNATURES = (PNG_SIGNATURE, b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"BM", b"GIF87a", b"GIF89a")
+
+
+def max_file_bytes(max_pixels: int) -> int:
+    """The largest file an image under ``max_pixels`` can plausibly be: 16-bit
+    RGBA without compression, plus 64 MiB of metadata."""
+    return max_pixels * 8 + (64 << 20)
+
+
+def check_header(head: bytes, size: int, max_pixels: int) -> None:
+    """Refuse a file from its first bytes (``head``) and its ``size``, before
+    it is read whole: empty, far too large for the pixel limit, no image
+    signature, or an image header announcing more than ``max_pixels``."""
+    if size == 0 or not head:
+        raise ImageError("empty file (0 bytes)")
+    if size > max_file_bytes(max_pixels):
+        raise ImageError(f"{size:,} bytes is more than an image of {max_pixels:,} pixels can take; not read")
+    webp = head[:4] == b"RIFF" and head[8:12] == b"WEBP"
+    try:
+        image = Image.open(io.BytesIO(head))
+    except (UnidentifiedImageError, OSError, ValueError):
+        # a header longer than ``head`` (a JPEG's large EXIF) is fine when the file starts like an image
+        if webp or head.startswith(SIGNATURES):
+            return
+        raise ImageError("not an image Pillow can read") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageError(f"{width}x{height} = {width * height:,} pixels is over the limit of {max_pixels:,}")
+
+
 def decode(data: bytes, name: str, max_pixels: int) -> Decoded:
     """Decode ``data`` (the file ``name``), refusing more than ``max_pixels``."""
     if not data:

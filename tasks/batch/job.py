@@ -44,7 +44,8 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from tasks.batch.images import EXTENSIONS, FORMATS, ImageError, decode, encode, no_reference
+from tasks.batch.images import (EXTENSIONS, FORMATS, HEADER_BYTES, ImageError, check_header, decode, encode,
+                                no_reference)
 from tasks.batch.stores import UnsafeKey, check_key, open_store
 from tasks.storage import atomic_write_bytes, remove_temporaries
 
@@ -239,11 +240,13 @@ class ChunkProcessor:
             return [infer_tiled(self.model, image, tile=self.job.tile, overlap=self.job.overlap,
                                   batch_size=self.job.tile_batch_size) for image in images]
 
-    def _read(self, key: str):
-        """(bytes, decoded image, error, seconds spent)."""
+    def _read(self, key: str, size: int):
+        """(bytes, decoded image, error, seconds spent); the file's first bytes
+        and ``size`` are checked before it is read whole."""
         started = time.perf_counter()
         try:
             check_key(key)
+            check_header(self.source.read_head(key, HEADER_BYTES), size, self.job.max_pixels)
             data = self.source.read(key)
             return data, decode(data, key, self.job.max_pixels), None, time.perf_counter() - started
         except (ImageError, UnsafeKey) as exc:
@@ -301,7 +304,7 @@ class ChunkProcessor:
                     base = next(queue, None)
                     if base is None:
                         return
-                    reads.append((base, pool.submit(self._read, base["_key"])))
+                    reads.append((base, pool.submit(self._read, base["_key"], base["bytes_in"])))
 
             writes: collections.deque = collections.deque()
 

@@ -1,5 +1,6 @@
 """Object stores for batch enhancement: a local folder or ``s3://bucket/prefix``
-behind one small interface (list, read, write whole, exists). Keys are
+behind one small interface (list, read, read the first bytes, write whole,
+exists). Keys are
 ``/``-separated paths relative to the root; a key that is absolute or contains
 ``..`` is refused, so nothing is ever written outside the destination."""
 
@@ -59,6 +60,11 @@ class LocalStore:
     def read(self, key: str) -> bytes:
         return (self.root / key).read_bytes()
 
+    def read_head(self, key: str, length: int) -> bytes:
+        """The first ``length`` bytes (fewer when the file is shorter)."""
+        with open(self.root / key, "rb") as handle:
+            return handle.read(length)
+
     def write(self, key: str, data: bytes, metadata: dict | None = None) -> None:
         atomic_write_bytes(self.root / check_key(key), data)
 
@@ -94,8 +100,8 @@ class S3Store:
                     out.append(ObjectInfo(key, int(item["Size"]), item["ETag"].strip('"')))
         return out
 
-    def read(self, key: str) -> bytes:
-        """The object's bytes. botocore retries a failed request (5xx,
+    def _get(self, key: str, **options) -> bytes:
+        """The body of a GET. botocore retries a failed request (5xx,
         throttling, a refused connection) but not a body cut off half-way;
         such a read starts again here, with backoff."""
         from botocore.exceptions import (ConnectionClosedError, IncompleteReadError, ReadTimeoutError,
@@ -108,7 +114,14 @@ class S3Store:
                             reraise=True)
         for attempt in retrying:
             with attempt:
-                return self.client.get_object(Bucket=self.bucket, Key=self._full(key))["Body"].read()
+                return self.client.get_object(Bucket=self.bucket, Key=self._full(key), **options)["Body"].read()
+
+    def read(self, key: str) -> bytes:
+        return self._get(key)
+
+    def read_head(self, key: str, length: int) -> bytes:
+        """The first ``length`` bytes (a ranged GET)."""
+        return self._get(key, Range=f"bytes=0-{length - 1}") if length > 0 else b""
 
     def write(self, key: str, data: bytes, metadata: dict | None = None) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._full(check_key(key)), Body=data,

@@ -1,6 +1,7 @@
 """An HTTP proxy on 127.0.0.1 that injects the faults S3 clients meet: the
-first request for each (method, path) gets a 503 SlowDown (throttling) or a
-500, and the first successful GET of each object has its body cut off half-way
+first request for each (method, path, range) gets a 503 SlowDown (throttling)
+or a 500, and the first successful GET of each object, and of each range of it,
+has its body cut off half-way
 (a connection reset mid-body). Everything else is forwarded to the real
 S3-compatible server behind it."""
 
@@ -39,10 +40,10 @@ class FaultProxy:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def _fault(self, method: str, path: str) -> str | None:
+    def _fault(self, method: str, path: str, byte_range: str | None) -> str | None:
         with self.lock:
-            self.seen[method, path] += 1
-            n = self.seen[method, path]
+            self.seen[method, path, byte_range] += 1
+            n = self.seen[method, path, byte_range]
         if n == 1:
             return "slow-down" if method in ("GET", "HEAD") else "internal"
         if n == 2 and method == "GET" and "?" not in path:  # an object's body, not a listing
@@ -61,7 +62,7 @@ class FaultProxy:
             def _forward(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
-                fault = proxy._fault(self.command, self.path)
+                fault = proxy._fault(self.command, self.path, self.headers.get("Range"))
                 if fault in ("slow-down", "internal"):
                     proxy.faults[fault] += 1
                     payload = SLOW_DOWN if fault == "slow-down" else INTERNAL
@@ -79,7 +80,7 @@ class FaultProxy:
                     data = response.read()
                 finally:
                     upstream.close()
-                cut = fault == "cut-body" and response.status == 200 and len(data) > 1
+                cut = fault == "cut-body" and response.status in (200, 206) and len(data) > 1
                 self.send_response(response.status)
                 for name, value in response.getheaders():
                     if name.lower() not in ("transfer-encoding", "connection"):

@@ -246,9 +246,9 @@ def test_reads_run_only_a_few_images_ahead_of_the_model(tmp_path, model_file):
     reads, ahead = [], []
     read, infer = processor._read, processor._infer_batch
 
-    def counted_read(key):
+    def counted_read(key, size):
         reads.append(key)
-        return read(key)
+        return read(key, size)
 
     def slow_infer(images):
         time.sleep(0.05)  # a model slower than the reads: without a bound they would all run ahead
@@ -373,3 +373,31 @@ def test_an_s3_job_through_a_faulty_network_ends_with_every_key_ok_once(s3_bucke
     for i in range(6):
         body = client.get_object(Bucket=bucket, Key=f"enhanced/{i}.png")["Body"].read()
         assert Image.open(io.BytesIO(body)).size == (64, 48)  # whole images, not half bodies
+
+
+def test_files_are_judged_by_their_size_and_first_bytes_before_being_read_whole(tmp_path, model_file, monkeypatch):
+    from tasks.batch.stores import LocalStore
+
+    source = tmp_path / "in"
+    source.mkdir()
+    with open(source / "zeros.png", "wb") as handle:
+        handle.truncate(70 << 20)  # 70 MiB (sparse): far more than 1000 pixels can take
+    (source / "notes.jpg").write_bytes(b"minutes of the meeting\n" * 50_000)  # 1.1 MB of text
+    save_png = save(Image.new("RGB", (3000, 2000)), "PNG")  # announces 6 MP in its header
+    (source / "large.png").write_bytes(save_png)
+    photo(20, 10).save(source / "small.png")
+    whole_reads = []
+    read = LocalStore.read
+
+    def recorded(self, key):
+        whole_reads.append(key)
+        return read(self, key)
+
+    monkeypatch.setattr(LocalStore, "read", recorded)
+    job = EnhanceJob(source=str(source), destination=str(tmp_path / "out"), model=model_file, max_pixels=1000)
+    rows = {r["key"]: r for r in ChunkProcessor(job).run(listing(job), {})}
+    assert "more than an image of 1,000 pixels can take" in rows["zeros.png"]["error"]
+    assert rows["notes.jpg"]["error"] == "not an image Pillow can read"
+    assert "3000x2000 = 6,000,000 pixels is over the limit" in rows["large.png"]["error"]
+    assert rows["small.png"]["status"] == "ok"
+    assert whole_reads == ["small.png"]
