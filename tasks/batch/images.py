@@ -46,9 +46,10 @@ class ImageError(ValueError):
 
 @dataclass
 class Decoded:
-    """Colour as float32 RGB in [0, 1], and everything needed to write it back."""
+    """The colour as read (``pixels``; ``rgb`` gives float32 in [0, 1]), and
+    everything needed to write it back."""
 
-    rgb: np.ndarray  # (H, W, 3) float32
+    pixels: np.ndarray  # (H, W, 3) uint8 or uint16 as read (a quarter or half of float32's memory)
     format: str
     mode: str  # the source mode, e.g. "RGB", "RGBA", "L", "I;16", "P", "CMYK", "RGB;16"
     bits: int
@@ -60,7 +61,13 @@ class Decoded:
 
     @property
     def size(self) -> tuple[int, int]:
-        return self.rgb.shape[1], self.rgb.shape[0]
+        return self.pixels.shape[1], self.pixels.shape[0]
+
+    @property
+    def rgb(self) -> np.ndarray:
+        """The colour as float32 in [0, 1] (a new array on each call)."""
+        scale = 255.0 if self.pixels.dtype == np.uint8 else 65535.0
+        return np.divide(self.pixels, scale, dtype=np.float32)
 
 
 HEADER_BYTES = 1 << 18  # enough for the header of every format we read, bar JPEGs with huge APP segments
@@ -127,8 +134,8 @@ def decode(data: bytes, name: str, max_pixels: int) -> Decoded:
     mode = image.mode
     alpha = None
     if mode in ("I;16", "I;16B", "I;16L", "I"):
-        grey = np.asarray(image, dtype=np.float32) / 65535.0
-        rgb, bits, grayscale = np.repeat(grey[..., None], 3, axis=2), 16, True
+        grey = np.asarray(image).astype(np.uint16)
+        pixels, bits, grayscale = np.repeat(grey[..., None], 3, axis=2), 16, True
     else:
         if mode == "P":
             image = image.convert("RGBA" if "transparency" in image.info else "RGB")
@@ -144,9 +151,8 @@ def decode(data: bytes, name: str, max_pixels: int) -> Decoded:
             alpha = np.asarray(image.getchannel("A"))
             image = image.convert("RGB")
         grayscale = image.mode == "L"
-        array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-        rgb, bits = array, 8
-    return Decoded(rgb=np.ascontiguousarray(rgb), format=fmt, mode=mode, bits=bits, grayscale=grayscale,
+        pixels, bits = np.asarray(image.convert("RGB")), 8
+    return Decoded(pixels=np.ascontiguousarray(pixels), format=fmt, mode=mode, bits=bits, grayscale=grayscale,
                    alpha=alpha, icc_profile=icc, exif=portable_exif(exif))
 
 
@@ -187,7 +193,8 @@ def encode(decoded: Decoded, rgb: np.ndarray, fmt: str | None = None, quality: i
         grey = np.rint(rgb.mean(axis=2) * 65535.0).astype(np.uint16)
         image = Image.fromarray(grey)  # uint16 -> mode "I;16"
     else:
-        pixels = np.rint(rgb * 255.0).astype(np.uint8)
+        rgb *= 255.0  # in place: rgb is clip's copy, and a 24 MP image makes every copy count
+        pixels = np.rint(rgb, out=rgb).astype(np.uint8)
         image = Image.fromarray(pixels, mode="RGB")
         if decoded.grayscale:
             image = image.convert("L")
@@ -278,11 +285,10 @@ def _decode_deep(image: Image.Image, data: bytes, fmt: str) -> Decoded:
     grayscale = channels == 2
     alpha = pixels[..., -1].copy() if channels in (2, 4) else None
     colour = pixels[..., :1] if grayscale else pixels[..., :3]
-    rgb = colour.astype(np.float32) / 65535.0
     if grayscale:
-        rgb = np.repeat(rgb, 3, axis=2)
+        colour = np.repeat(colour, 3, axis=2)
     mode = {2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}[channels]
-    return Decoded(rgb=np.ascontiguousarray(rgb), format=fmt, mode=mode, bits=16, grayscale=grayscale,
+    return Decoded(pixels=np.ascontiguousarray(colour), format=fmt, mode=mode, bits=16, grayscale=grayscale,
                    alpha=alpha, icc_profile=icc, exif=portable_exif(exif))
 
 

@@ -348,9 +348,13 @@ class ChunkProcessor:
                     continue
                 row = {**base, "width": decoded.size[0], "height": decoded.size[1],
                        "mode": decoded.mode, "bit_depth": decoded.bits}
-                if pending and (pending[0][1].rgb.shape != decoded.rgb.shape or len(pending) >= self.job.batch_size):
+                if pending and (pending[0][1].pixels.shape != decoded.pixels.shape
+                                or len(pending) >= self.job.batch_size):
                     flush()
                 pending.append((row, decoded, seconds))
+                width, height = decoded.size
+                if width > self.job.tile or height > self.job.tile:
+                    flush()  # tiled one by one anyway: no reason to hold it
             flush()
             collect(block_above=0)
         return rows

@@ -39,7 +39,7 @@ def png16(pixels: np.ndarray, icc: bytes | None = None, exif: bytes | None = Non
     colour = pixels[..., :1] if grayscale else pixels[..., :3]
     rgb = np.repeat(colour, 3, axis=2) if grayscale else colour
     alpha = pixels[..., -1] if pixels.shape[2] in (2, 4) else None
-    decoded = Decoded(rgb=rgb.astype(np.float32) / 65535, format="PNG", mode="", bits=16, grayscale=grayscale,
+    decoded = Decoded(pixels=rgb, format="PNG", mode="", bits=16, grayscale=grayscale,
                       alpha=alpha, icc_profile=icc, exif=exif)
     return _encode_deep(decoded, decoded.rgb, "PNG")
 
