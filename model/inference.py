@@ -120,5 +120,5 @@ def infer_tiled(model, image, *, tile: int = 512, overlap: int = 32, multiple: i
                        * _blend_window(tw, overlap, x > 0, x + tw < width)[None, :])[..., None]
             total[y : y + th, x : x + tw] += out * weights
             norm[y : y + th, x : x + tw] += weights
-    result = total / norm
-    return np.clip(result, 0.0, 1.0) if clip else result
+    total /= norm  # in place: for a large photo every full-size copy counts
+    return np.clip(total, 0.0, 1.0, out=total) if clip else total

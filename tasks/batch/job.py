@@ -222,6 +222,9 @@ class ChunkProcessor:
     """Enhances one chunk of keys; safe to use from several threads."""
 
     def __init__(self, job: EnhanceJob):
+        from tasks.runtime import limit_malloc_arenas
+
+        limit_malloc_arenas()  # before the I/O threads start
         self.job = job
         self.source = open_store(job.source, job.endpoint_url, job.region, job.workers * 2)
         self.destination = open_store(job.destination, job.endpoint_url, job.region, job.workers * 2)
