@@ -36,3 +36,13 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
         return bool(ctypes.CDLL(None).mallopt(M_ARENA_MAX, arenas))
     except (OSError, AttributeError):
         return False
+
+
+def release_freed_memory() -> None:
+    """Hand the heap memory that is free again back to the system (glibc's
+    ``malloc_trim``; nothing elsewhere): after a large photo, its buffers
+    would otherwise keep the process's resident memory up."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

@@ -47,6 +47,7 @@ from filelock import FileLock, Timeout
 from tasks.batch.images import (EXTENSIONS, FORMATS, HEADER_BYTES, ImageError, check_header, decode, encode,
                                 no_reference)
 from tasks.batch.stores import UnsafeKey, check_key, open_store
+from tasks.runtime import limit_malloc_arenas, release_freed_memory
 from tasks.storage import atomic_write_bytes, remove_temporaries
 
 STATUS_OK, STATUS_SKIPPED, STATUS_ERROR = "ok", "skipped", "error"
@@ -222,8 +223,6 @@ class ChunkProcessor:
     """Enhances one chunk of keys; safe to use from several threads."""
 
     def __init__(self, job: EnhanceJob):
-        from tasks.runtime import limit_malloc_arenas
-
         limit_malloc_arenas()  # before the I/O threads start
         self.job = job
         self.source = open_store(job.source, job.endpoint_url, job.region, job.workers * 2)
@@ -244,18 +243,17 @@ class ChunkProcessor:
                                   batch_size=self.job.tile_batch_size) for image in images]
 
     def _read(self, key: str, size: int):
-        """(bytes, decoded image, error, seconds spent); the file's first bytes
-        and ``size`` are checked before it is read whole."""
+        """(decoded image, error, seconds spent); the file's first bytes and
+        ``size`` are checked before it is read whole."""
         started = time.perf_counter()
         try:
             check_key(key)
             check_header(self.source.read_head(key, HEADER_BYTES), size, self.job.max_pixels)
-            data = self.source.read(key)
-            return data, decode(data, key, self.job.max_pixels), None, time.perf_counter() - started
+            return decode(self.source.read(key), key, self.job.max_pixels), None, time.perf_counter() - started
         except (ImageError, UnsafeKey) as exc:
-            return None, None, str(exc), time.perf_counter() - started
+            return None, str(exc), time.perf_counter() - started
         except Exception as exc:  # noqa: BLE001  (storage errors: one row, not the batch)
-            return None, None, f"{type(exc).__name__}: {exc}", time.perf_counter() - started
+            return None, f"{type(exc).__name__}: {exc}", time.perf_counter() - started
 
     def _finish(self, row: dict, decoded, output: np.ndarray) -> dict:
         """Encode, write and measure; adds its own time to ``row["seconds"]``."""
@@ -343,8 +341,7 @@ class ChunkProcessor:
             read_ahead()
             while reads:
                 base, future = reads.popleft()
-                data, decoded, error, seconds = future.result()
-                del data  # the bytes are not needed after decoding
+                decoded, error, seconds = future.result()
                 read_ahead()
                 if error is not None:
                     rows.append({**_public(base), "status": STATUS_ERROR, "error": error, "seconds": seconds})
@@ -358,6 +355,7 @@ class ChunkProcessor:
                 width, height = decoded.size
                 if width > self.job.tile or height > self.job.tile:
                     flush()  # tiled one by one anyway: no reason to hold it
+                    release_freed_memory()  # the previous photo's buffers
             flush()
             collect(block_above=0)
         return rows
@@ -471,5 +469,5 @@ def summarize(rows: list[dict]) -> dict:
     }
 
 
-__all__ = ["EnhanceJob", "EXTENSIONS", "OverlappingLocations", "check_locations", "chunks", "key_text", "ledger", "listing",
-           "load_model", "new_run_id", "plan", "process_chunk", "summarize", "write_metrics"]
+__all__ = ["EnhanceJob", "EXTENSIONS", "OverlappingLocations", "check_locations", "chunks", "key_text", "ledger",
+           "listing", "load_model", "new_run_id", "plan", "process_chunk", "summarize", "write_metrics"]
