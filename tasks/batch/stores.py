@@ -1,13 +1,14 @@
 """Object stores for batch enhancement: a local folder or ``s3://bucket/prefix``
 behind one small interface (list, read, read the first bytes, write whole,
-exists). Keys are
-``/``-separated paths relative to the root; a key that is absolute or contains
-``..`` is refused, so nothing is ever written outside the destination."""
+exists). Keys are ``/``-separated paths relative to the root; a key that is
+absolute or contains ``..`` (with ``/`` or ``\\`` as separator) is refused,
+so nothing is ever written outside the destination."""
 
 from __future__ import annotations
 
 import fnmatch
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -22,8 +23,13 @@ class UnsafeKey(ValueError):
 
 
 def check_key(key: str) -> str:
-    path = PurePosixPath(key)
-    if key.startswith("/") or "\\" in key or ".." in path.parts or not key:
+    """``key`` if it stays inside the store's root read either way: as a POSIX
+    path, and with backslashes as separators (as Windows tools would). Any
+    other character, a backslash inside a name included, is fine."""
+    as_windows = key.replace("\\", "/")
+    drive = os.name == "nt" and re.match(r"^[A-Za-z]:", key)  # "C:x" would leave the root there
+    if (not key or key.startswith("/") or as_windows.startswith("/") or drive
+            or ".." in PurePosixPath(key).parts or ".." in PurePosixPath(as_windows).parts):
         raise UnsafeKey(f"unsafe key {key!r}: absolute, empty or containing '..'")
     return key
 

@@ -125,6 +125,8 @@ def hostile_inputs() -> dict[str, bytes]:
         "x.png": save(photo(seed=3), "PNG"),
         "x.PNG": save(photo(seed=4), "PNG"),
         NOT_UTF8: save(photo(seed=5), "PNG"),
+        "back\\slash.png": save(photo(seed=6), "PNG"),  # a backslash is just a character in a POSIX name
+        "a\\..\\..\\up.png": save(photo(seed=7), "PNG"),  # but not one that climbs out when read as a separator
         "cmyk.tif": tiff(photo().convert("CMYK")),
         "palette.tif": tiff(photo().convert("P", palette=Image.Palette.ADAPTIVE, colors=16)),
         "exif.tif": tiff(photo(), exif=exif.tobytes()),
@@ -211,6 +213,14 @@ def test_multi_frame_and_floating_point_files_are_refused_with_a_reason(hostile_
     assert "floating-point" in first.loc["float.tif", "error"]
 
 
+def test_a_backslash_in_a_name_is_kept_unless_it_would_climb_out(hostile_run):
+    _, destination, _, first, _ = hostile_run
+    text = key_text("back\\slash.png")
+    assert text == "back\\\\slash.png"  # doubled in the metrics
+    assert first.loc[text, "status"] == "ok" and (destination / "back\\slash.png").is_file()
+    assert "unsafe key" in first.loc[key_text("a\\..\\..\\up.png"), "error"]
+
+
 def test_a_name_that_is_not_utf8_is_enhanced_and_stored_escaped(hostile_run):
     _, destination, _, first, second = hostile_run
     text = key_text(NOT_UTF8)
@@ -272,10 +282,15 @@ def test_a_killed_folder_build_is_removed_by_the_next_and_a_live_one_is_not(tmp_
     old.mkdir()
     live = tmp_path / f".dataset.{os.getpid()}-efgh5678.tmp"
     live.mkdir()
-    with atomic_directory(target) as staging:
-        (staging / "file").write_text("whole")
+    previous = os.umask(0o022)
+    try:
+        with atomic_directory(target) as staging:
+            (staging / "file").write_text("whole")
+    finally:
+        os.umask(previous)
     assert not abandoned.exists() and not old.exists() and live.is_dir()
     assert (target / "file").read_text() == "whole"
+    assert target.stat().st_mode & 0o777 == 0o755  # as mkdir under the umask would make it, not private
     assert remove_abandoned(target) == []
 
 
