@@ -3,6 +3,8 @@ distortions, determinism."""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -13,12 +15,14 @@ from tasks.config import Tid2013Settings
 from tasks.data.distortions import DISTORTIONS, distort
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def full_sample(tmp_path_factory):
+    """The whole offline sample (2.1 GB), removed after this module's tests."""
     root = tmp_path_factory.mktemp("sample")
     sample.write_tid2013_sample(root / "tid2013", seed=0)
     sample.write_lol_sample(root / "lol", seed=0)
-    return root
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def test_full_sample_has_the_tid2013_layout_and_the_research_split(full_sample):
