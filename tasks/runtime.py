@@ -29,9 +29,9 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
     """Let glibc keep at most ``arenas`` malloc arenas in this process (for
     threads started from now on): the batch job's I/O threads each allocate
     and free full-size image buffers, and with an arena per thread freed
-    memory stays with the thread that freed it (40 photos of 4 MP: peak 2.03
-    -> 1.85 GB on 12 of them, see benchmarks/enhance_memory.py). Returns
-    whether it took effect (only on glibc)."""
+    memory stays with the thread that freed it (12 photos of 4 MP: peak 2.03
+    -> 1.88 GB, benchmarks/enhance_memory.py --images 12). Returns whether it
+    took effect (only on glibc)."""
     try:
         return bool(ctypes.CDLL(None).mallopt(M_ARENA_MAX, arenas))
     except (OSError, AttributeError):

@@ -95,7 +95,10 @@ def remove_abandoned(target: str | os.PathLike) -> list[Path]:
     for path in target.parent.iterdir():
         match = pattern.match(path.name)
         if match and not _alive(int(match.group(1))):
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
             removed.append(path)
     return removed
 
