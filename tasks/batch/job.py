@@ -149,6 +149,11 @@ def output_format(job: "EnhanceJob", key: str) -> str:
     return (job.output_format or EXTENSIONS.get(PurePosixPath(key).suffix.lower(), "PNG")).upper()
 
 
+def output_of(job: "EnhanceJob", key: str) -> str:
+    """The output key the job writes for ``key``."""
+    return output_key(key, job.suffix, output_format(job, key))
+
+
 def key_text(key: str) -> str:
     """``key`` as it is stored in the metrics and ledger: unchanged when it is
     UTF-8 without backslashes, else with undecodable bytes as ``\\xNN`` and
@@ -163,7 +168,7 @@ def plan(job: "EnhanceJob", infos: list) -> tuple[list, list[dict]]:
     owners: dict[str, str] = {}
     keep, refused = [], []
     for info in sorted(infos, key=lambda i: i.key):
-        target = output_key(info.key, job.suffix, output_format(job, info.key))
+        target = output_of(job, info.key)
         owner = owners.setdefault(target, info.key)
         if owner == info.key:
             keep.append(info)
@@ -259,9 +264,8 @@ class ChunkProcessor:
         """Encode, write and measure; adds its own time to ``row["seconds"]``."""
         started = time.perf_counter()
         key = row.pop("_key")  # the object's own key (row["key"] is its text form)
-        fmt = output_format(self.job, key)
-        out_key = output_key(key, self.job.suffix, fmt)
-        encoded = encode(decoded, output, fmt)
+        out_key = output_of(self.job, key)
+        encoded = encode(decoded, output, output_format(self.job, key))
         self.destination.write(out_key, encoded, metadata={
             "source-version": row["source_version"], "model": self.job.model, "model-version": self.model_version,
             "precision": self.job.precision})
@@ -288,8 +292,7 @@ class ChunkProcessor:
             same = previous is not None and (previous["source_version"], previous["model_version"],
                                              previous["precision"]) == (info.version, self.model_version,
                                                                         self.job.precision)
-            if same and self.destination.exists(output_key(info.key, self.job.suffix,
-                                                           output_format(self.job, info.key))):
+            if same and self.destination.exists(output_of(self.job, info.key)):
                 rows.append({**previous, "status": STATUS_SKIPPED, "seconds": 0.0})
             else:
                 todo.append(base)
