@@ -5,7 +5,7 @@ so the same code runs under the TensorFlow, JAX and PyTorch backends."""
 from model import cnn, mirnet, mirnet_v2  # noqa: F401  (register the architectures)
 from model.attention import ChannelPooling, NonLocalBlock, StreamSoftmax
 from model.inference import infer, infer_tiled, reflect_pad
-from model.losses import LOSSES, charbonnier, get_loss
+from model.losses import LOSSES, PerceptualLoss, charbonnier, get_loss, loss_names
 from model.metrics import mae, mae_metric, psnr, psnr_metric, reference_scores, ssim, ssim_metric
 from model.mirnet_v2 import BilinearUpSampling2D, ContextBlock, ResidualContextBlock, SelectiveKernelFusion
 from model.precision import PRECISIONS, with_precision
@@ -18,6 +18,7 @@ __all__ = [
     "ContextBlock",
     "LOSSES",
     "NonLocalBlock",
+    "PerceptualLoss",
     "PRECISIONS",
     "ResidualContextBlock",
     "SelectiveKernelFusion",
@@ -28,6 +29,7 @@ __all__ = [
     "infer_tiled",
     "get_architecture",
     "get_loss",
+    "loss_names",
     "mae",
     "mae_metric",
     "psnr",

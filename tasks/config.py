@@ -160,6 +160,23 @@ class ShardSettings(Strict):
     target_shard_mb: float = Field(150, gt=0)
 
 
+# The losses of model.losses.loss_names(), written out so that checking
+# params.yaml does not import Keras (a test checks that the two agree)
+LOSS_NAMES = ("mse", "mae", "charbonnier", "mse+perceptual", "mae+perceptual", "charbonnier+perceptual")
+
+
+class PerceptualSettings(Strict):
+    """The perceptual term of a ``<pixel>+perceptual`` loss: ``pixel + weight *
+    perceptual``, perceptual being the mean squared difference of VGG19
+    features in the units of the pixel MSE (model.losses.PerceptualLoss)."""
+
+    weight: float = Field(0.01, ge=0)
+    layers: list[str] = Field(["block2_conv2", "block3_conv4", "block4_conv4"], min_length=1)
+    # imagenet (Keras' cache, ~/.keras/models, downloaded there by Keras where
+    # there is internet), random (tests only) or the path of the weights file
+    weights: str = "imagenet"
+
+
 class TrainSettings(Strict):
     """Training defaults for every variant (a variant may override any of them)."""
 
@@ -172,7 +189,8 @@ class TrainSettings(Strict):
     plateau_factor: float = Field(0.5, gt=0, lt=1)
     plateau_patience: int = Field(5, ge=1)
     min_learning_rate: float = Field(1e-6, ge=0)
-    loss: Literal["mse", "mae", "charbonnier"] = "mse"
+    loss: Literal[LOSS_NAMES] = "mse"  # type: ignore[valid-type]
+    perceptual: PerceptualSettings = PerceptualSettings()
     clip_norm: float | None = Field(None, gt=0)
     early_stopping_patience: int | None = Field(None, ge=1)
     mixed_precision: Literal["auto", "on", "off"] = "auto"  # auto: on GPUs only
@@ -264,7 +282,7 @@ class Params(Strict):
                     f"known: {', '.join(self.models)}"
                 )
             try:
-                TrainSettings.model_validate({**self.train.model_dump(), **variant.train})
+                self.variant_train(name)
             except pydantic.ValidationError as exc:
                 problems = "; ".join(
                     f"variants.{name}.train.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
@@ -279,7 +297,7 @@ class Params(Strict):
 
     def variant_train(self, name: str) -> TrainSettings:
         """The training settings of a variant: defaults with its overrides."""
-        return TrainSettings.model_validate({**self.train.model_dump(), **self.variants[name].train})
+        return TrainSettings.model_validate(deep_merge(self.train.model_dump(), self.variants[name].train))
 
 
 def _format(exc: pydantic.ValidationError, source: str) -> str:

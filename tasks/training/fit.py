@@ -7,6 +7,7 @@ resumes from the last completed epoch; everything logged to MLflow.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import time
@@ -25,21 +26,57 @@ from tasks import artifacts
 from tasks.training import tracking
 
 
+class _SingleDevice:
+    """The strategy-like object of backends that Keras distributes itself (or not at all)."""
+
+    num_replicas_in_sync = 1
+
+    def scope(self):
+        return contextlib.nullcontext()
+
+
 def accelerator_setup(settings: TrainSettings):
-    """The distribution strategy, mixed precision and XLA for this machine.
+    """The distribution, mixed precision and XLA for this machine and Keras backend.
 
-    On GPUs: ``MirroredStrategy`` over all of them, mixed float16 and XLA unless
-    switched off; on CPUs: the default strategy, float32, no XLA."""
-    import tensorflow as tf
+    On GPUs: data parallel over all of them (TensorFlow's ``MirroredStrategy``;
+    Keras' ``DataParallel`` distribution under JAX; PyTorch: one GPU), mixed
+    float16 and XLA unless switched off; on CPUs: one device, float32, no XLA
+    (JAX compiles every step with XLA whatever the setting)."""
+    backend = keras.backend.backend()
+    strategy = _SingleDevice()
+    if backend == "tensorflow":
+        import tensorflow as tf
 
-    tune_for_this_machine()
-    gpus = tf.config.list_physical_devices("GPU")
-    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+        tune_for_this_machine()
+        gpus = len(tf.config.list_physical_devices("GPU"))
+        if gpus > 1:
+            strategy = tf.distribute.MirroredStrategy()
+    elif backend == "jax":
+        import jax
+
+        gpus = sum(device.platform == "gpu" for device in jax.devices())
+        if gpus > 1:
+            keras.distribution.set_distribution(keras.distribution.DataParallel())
+            strategy.num_replicas_in_sync = gpus
+    elif backend == "torch":
+        import torch
+
+        gpus = torch.cuda.device_count()
+    else:
+        raise ValueError(f"training runs under the tensorflow, jax or torch Keras backend, not {backend!r}")
     mixed = settings.mixed_precision == "on" or (settings.mixed_precision == "auto" and bool(gpus))
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-    xla = settings.xla == "on" or (settings.xla == "auto" and bool(gpus))
-    return strategy, {"gpus": len(gpus), "replicas": strategy.num_replicas_in_sync,
+    xla = backend == "jax" or (backend == "tensorflow" and (
+        settings.xla == "on" or (settings.xla == "auto" and bool(gpus))))
+    return strategy, {"backend": backend, "gpus": gpus, "replicas": strategy.num_replicas_in_sync,
                       "mixed_precision": mixed, "xla": xla}
+
+
+def training_loss(settings: TrainSettings):
+    """The loss that ``settings`` name, its perceptual network built (once)."""
+    if settings.loss.endswith("+perceptual"):
+        return get_loss(settings.loss, **settings.perceptual.model_dump())
+    return get_loss(settings.loss)
 
 
 def cosine_schedule(settings: TrainSettings, steps_per_epoch: int):
@@ -201,7 +238,8 @@ def fit_variant(name: str, params: Params, extra_callbacks=(), log_model: bool =
         model = build_model(spec.arch, **variant_options(spec))
         learning_rate = cosine_schedule(settings, steps) if settings.schedule == "cosine" else settings.learning_rate
         optimizer = keras.optimizers.Adam(learning_rate=learning_rate, global_clipnorm=settings.clip_norm)
-        model.compile(optimizer=optimizer, loss=get_loss(settings.loss), jit_compile=accelerator["xla"])
+        loss = training_loss(settings)
+        model.compile(optimizer=optimizer, loss=loss, jit_compile=accelerator["xla"])
         # Adam's slots made now, not inside the first step: otherwise TensorFlow traces
         # the training step twice (tiny MIRNet on 2 cores: first step 14 s -> 5 s)
         optimizer.build(model.trainable_variables)
@@ -212,7 +250,7 @@ def fit_variant(name: str, params: Params, extra_callbacks=(), log_model: bool =
     if not resumed:
         history_path.unlink(missing_ok=True)
     callbacks = [
-        ValidationScores(validation, get_loss(settings.loss)),  # first: the callbacks below read its val_* logs
+        ValidationScores(validation, loss),  # first: the callbacks below read its val_* logs
         keras.callbacks.BackupAndRestore(str(checkpoints / "backup"), save_freq="epoch", delete_checkpoint=True),
         EpochLogger(history_path, global_batch, steps),
         keras.callbacks.TerminateOnNaN(),
