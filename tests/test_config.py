@@ -59,6 +59,8 @@ def test_the_demo_profile_overrides_the_research_settings():
         (lambda d: d["mlflow"].update(tracking_url="x"),
          "mlflow.tracking_url", "Extra inputs are not permitted"),
         (lambda d: d["shards"].update(seed="abc"), "shards.seed", "valid integer"),
+        (lambda d: d["train"].update(loss="mse+vgg"), "train.loss", "'mse+perceptual'"),
+        (lambda d: d["train"]["perceptual"].update(weight=-1), "train.perceptual.weight", "greater than or equal"),
     ],
 )
 def test_a_bad_value_fails_with_a_message_naming_the_key(change, key, fragment):
@@ -69,6 +71,18 @@ def test_a_bad_value_fails_with_a_message_naming_the_key(change, key, fragment):
     message = str(info.value)
     assert f"params.yaml: {key}:" in message
     assert fragment in message
+
+
+def test_a_variant_overrides_single_perceptual_settings():
+    data = checked_in()
+    data["variants"]["mirnet"]["train"] = {"loss": "mse+perceptual", "perceptual": {"weight": 0.5}}
+    params = parse_params(data)
+    settings = params.variant_train("mirnet")
+    assert settings.loss == "mse+perceptual" and settings.perceptual.weight == 0.5
+    assert settings.perceptual.layers == params.train.perceptual.layers  # the rest from the defaults
+    data["variants"]["mirnet"]["train"] = {"perceptual": {"wieght": 0.5}}
+    with pytest.raises(ConfigError, match="variants.mirnet.train.perceptual.wieght"):
+        parse_params(data)
 
 
 def test_architecture_options_read_from_source_match_the_builders():
