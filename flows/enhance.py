@@ -13,8 +13,6 @@ Chunks run on Prefect's thread pool, or on an existing Dask cluster with
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import sys
 
 from prefect import flow, get_run_logger, task
@@ -22,8 +20,7 @@ from prefect.artifacts import create_table_artifact
 from tqdm.auto import tqdm
 
 from flows import prefect_api
-from model.precision import PRECISIONS
-from tasks.batch.images import FORMATS
+from flows.enhance_command import CHUNK_WORKERS
 from tasks.batch.job import (DestinationBusy, EnhanceJob, OverlappingLocations, check_locations, chunks,
                              claim_destination, key_text, ledger, listing, new_run_id, plan, process_chunk,
                              summarize, write_metrics)
@@ -45,7 +42,6 @@ def task_runner(dask_address: str | None, workers: int):
     return ThreadPoolTaskRunner(max_workers=workers)
 
 
-CHUNK_WORKERS = 1  # chunks at a time unless the caller says otherwise (each has its own I/O threads)
 
 
 # Called directly (the DVC stage, a deployment) the flow runs CHUNK_WORKERS
@@ -78,43 +74,19 @@ def enhance_folder(job: EnhanceJob) -> dict:
     return summary
 
 
-# the job's defaults, written once (in EnhanceJob)
-JOB = {f.name: f.default for f in dataclasses.fields(EnhanceJob) if f.default is not dataclasses.MISSING}
-
-
-def parse(argv: list[str]) -> tuple[EnhanceJob, argparse.Namespace]:
-    p = argparse.ArgumentParser(prog="mirnet-enhance", description=__doc__.split("\n\n")[0])
-    p.add_argument("source")
-    p.add_argument("destination")
-    p.add_argument("--model", required=True, help="models:/<name>@<alias>, models:/<name>/<version> or a .keras file")
-    p.add_argument("--include", action="append", default=None, help="glob of keys to take (repeatable)")
-    p.add_argument("--exclude", action="append", default=[], help="glob of keys to leave out (repeatable)")
-    p.add_argument("--format", dest="output_format", choices=list(FORMATS), type=str.upper)
-    p.add_argument("--suffix", default=JOB["suffix"], help="added to each output name before the extension")
-    p.add_argument("--reference", help="folder or s3:// prefix of ground truth with the same keys")
-    p.add_argument("--endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000")
-    p.add_argument("--region")
-    p.add_argument("--max-pixels", type=int, default=JOB["max_pixels"])
-    p.add_argument("--tile", type=int, default=JOB["tile"])
-    p.add_argument("--overlap", type=int, default=JOB["overlap"])
-    p.add_argument("--batch-size", type=int, default=JOB["batch_size"], help="whole images of one size per model call")
-    p.add_argument("--tile-batch-size", type=int, default=JOB["tile_batch_size"], help="tiles per model call")
-    p.add_argument("--chunk-size", type=int, default=JOB["chunk_size"])
-    p.add_argument("--precision", choices=list(PRECISIONS), default=JOB["precision"],
-                   help="compute precision: bfloat16 (recent x86 CPUs) or float16 (GPUs) is faster and "
-                        "changes the output slightly")
-    p.add_argument("--workers", type=int, default=JOB["workers"], help="I/O threads per chunk")
-    p.add_argument("--chunk-workers", type=int, default=CHUNK_WORKERS, help="chunks in parallel (threads)")
-    p.add_argument("--metrics", help="where the metrics Parquet goes")
-    p.add_argument("--state-dir", help="where resume state goes")
-    p.add_argument("--dask-address", help="run chunks on this Dask scheduler")
-    args = p.parse_args(argv)
-    fields = {k: v for k, v in vars(args).items() if k not in ("chunk_workers", "dask_address", "include")}
-    fields["exclude"] = tuple(args.exclude)
-    if args.include:
-        fields["include"] = tuple(args.include)
-    job = EnhanceJob(**fields)
-    return job, args
+def run(job: EnhanceJob, dask_address: str | None = None, chunk_workers: int = CHUNK_WORKERS) -> int:
+    """Run ``job`` as the command does (Prefect server started if none is set);
+    returns the exit status: 1 when any image failed (listed) or the
+    destination is busy, 0 otherwise."""
+    try:
+        with prefect_api():
+            summary = enhance_folder.with_options(task_runner=task_runner(dask_address, chunk_workers))(job)
+    except (DestinationBusy, OverlappingLocations) as exc:
+        print(f"mirnet-enhance: error: {exc}", file=sys.stderr)
+        return 1
+    for failure in summary["failures"]:
+        print(f"FAILED {failure['key']}: {failure['error']}", file=sys.stderr)
+    return 1 if summary["failures"] else 0
 
 
 def demo_stage() -> int:
@@ -129,17 +101,9 @@ def demo_stage() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    job, args = parse(sys.argv[1:] if argv is None else argv)
-    try:
-        with prefect_api():
-            summary = enhance_folder.with_options(task_runner=task_runner(args.dask_address,
-                                                                          args.chunk_workers))(job)
-    except (DestinationBusy, OverlappingLocations) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    for failure in summary["failures"]:
-        print(f"FAILED {failure['key']}: {failure['error']}", file=sys.stderr)
-    return 1 if summary["failures"] else 0
+    from flows.enhance_command import main as command
+
+    return command(argv)
 
 
 if __name__ == "__main__":

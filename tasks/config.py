@@ -19,6 +19,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PARAMS_FILE = Path("params.yaml")
+# the checkout this code runs from (where its params.yaml, mlflow.db and models live)
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 class ConfigError(ValueError):
@@ -362,3 +364,20 @@ def load_params(path: str | os.PathLike | None = None) -> Params:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     return parse_params(data, source=str(path))
+
+
+def absolute_tracking_uri(uri: str, root: Path) -> str:
+    """``uri`` with a relative SQLite path (``sqlite:///mlflow.db``) made absolute against ``root``."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str((root / uri.removeprefix("sqlite:///")).resolve())
+    return uri
+
+
+def project_tracking_uri() -> str | None:
+    """The project's own MLflow store (``mlflow.tracking_uri`` of its params.yaml,
+    a relative SQLite path read from the project's folder), whatever the working
+    directory; None where the code does not run from a checkout."""
+    params_file = PROJECT_ROOT / "params.yaml"
+    if not params_file.is_file():
+        return None
+    return absolute_tracking_uri(load_params(params_file).mlflow.tracking_uri, PROJECT_ROOT)

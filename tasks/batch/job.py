@@ -51,6 +51,9 @@ from tasks.runtime import limit_malloc_arenas, release_freed_memory
 from tasks.storage import atomic_write_bytes, remove_temporaries
 
 STATUS_OK, STATUS_SKIPPED, STATUS_ERROR = "ok", "skipped", "error"
+# model.precision.PRECISIONS' names, written out so that checking a job does
+# not import Keras (a test checks that the two agree)
+PRECISION_NAMES = ("float32", "bfloat16", "float16")
 MEASURES = ("mean_luminance", "rms_contrast", "colourfulness", "sharpness")
 COLUMNS = (["key", "status", "error", "output_key", "width", "height", "mode", "bit_depth",
             "bytes_in", "bytes_out", "seconds", "model_uri", "model_version", "precision", "source_version"]
@@ -83,10 +86,8 @@ class EnhanceJob:
     state_dir: str | None = None  # folder or s3:// prefix of the resume ledger; default: <destination>/.enhance
 
     def __post_init__(self):
-        from model.precision import PRECISIONS
-
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.precision not in PRECISION_NAMES:
+            raise ValueError(f"precision: expected one of {', '.join(PRECISION_NAMES)}, got {self.precision!r}")
         if self.output_format is not None and self.output_format.upper() not in FORMATS:
             raise ValueError(f"output_format: expected one of {', '.join(FORMATS)}, got {self.output_format!r}")
         for name in ("max_pixels", "tile", "batch_size", "tile_batch_size", "chunk_size", "workers"):
@@ -113,6 +114,26 @@ class EnhanceJob:
             digest = hashlib.sha256(self.state_uri().encode()).hexdigest()[:16]
             return Path(tempfile.gettempdir()) / f"mirnet-enhance-{digest}.lock"
         return Path(self.state_uri()) / "job.lock"
+
+
+class JobInputError(ValueError):
+    """A mistake in what the job was given; the message says what, where and what to do."""
+
+
+def preflight(job: EnhanceJob) -> None:
+    """Check what can be checked without Keras, the store or the registry: the
+    local folders exist, and the model is a file or a well-formed registry URI."""
+    for name, location in (("source", job.source), ("reference", job.reference)):
+        if location and not location.startswith("s3://") and not Path(location).is_dir():
+            raise JobInputError(f"{name} {location}: no such folder (give a folder or an s3://bucket/prefix)")
+    if job.model.startswith("models:/"):
+        name, at, alias = job.model.removeprefix("models:/").partition("@")
+        registered, _, version = name.rpartition("/")
+        well_formed = bool(name and alias) if at else bool(registered and version.isdigit())
+        if not well_formed:
+            raise JobInputError(f"model {job.model}: expected models:/<name>@<alias> or models:/<name>/<version>")
+    elif not Path(job.model).is_file():
+        raise JobInputError(f"model {job.model}: no such file (give a .keras file or models:/<name>@<alias>)")
 
 
 @dataclass(frozen=True)

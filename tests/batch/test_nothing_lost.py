@@ -96,7 +96,7 @@ def test_the_command_refuses_overlapping_locations_before_writing_anything(tmp_p
     source.mkdir()
     photo().save(source / "a.png")
     before = sorted(p.name for p in source.rglob("*"))
-    assert main([str(source), str(source), "--model", model_file]) == 1
+    assert main([str(source), str(source), "--model", model_file]) == 2  # a usage error
     assert sorted(p.name for p in source.rglob("*")) == before  # no outputs, no state folder
 
 

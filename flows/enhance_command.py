@@ -1,0 +1,124 @@
+"""The ``mirnet-enhance`` command: enhance every image under a folder or S3 prefix.
+
+    mirnet-enhance SOURCE DESTINATION --model models:/mirnet_lol@candidate
+    mirnet-enhance photos enhanced --model models/mirnet_lol/model.keras --tracking-uri sqlite:////srv/mlflow.db
+
+What the user gives is checked first, in this light module, before Prefect,
+Keras or TensorFlow are imported: the options, that local folders exist, that
+the model file exists or the registry holds the model, the destination is
+not the source. A mistake costs a
+second and ends with one line (``mirnet-enhance: error: ...``) and exit status
+2; the flow itself lives in ``flows/enhance.py``. Paths are the user's, read
+from the working directory. The MLflow registry is ``--tracking-uri``, else
+``MLFLOW_TRACKING_URI``, else the project's own store (params.yaml's
+``mlflow.tracking_uri``, read from the project's folder), wherever the
+command runs from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+from tasks.batch.images import FORMATS
+from tasks.batch.job import PRECISION_NAMES, EnhanceJob, JobInputError, check_locations, preflight
+
+CHUNK_WORKERS = 1  # chunks at a time unless the user says otherwise (each has its own I/O threads)
+JOB = {f.name: f.default for f in dataclasses.fields(EnhanceJob) if f.default is not dataclasses.MISSING}
+NOT_JOB_FIELDS = ("chunk_workers", "dask_address", "include", "tracking_uri")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mirnet-enhance", description=__doc__.split("\n\n")[0])
+    p.add_argument("source", help="folder or s3://bucket/prefix of the images")
+    p.add_argument("destination", help="folder or s3://bucket/prefix for the enhanced images")
+    p.add_argument("--model", required=True, help="models:/<name>@<alias>, models:/<name>/<version> or a .keras file")
+    p.add_argument("--tracking-uri", help="the MLflow registry of models:/ URIs (default: MLFLOW_TRACKING_URI, "
+                                          "else the project's store)")
+    p.add_argument("--include", action="append", default=None, help="glob of keys to take (repeatable)")
+    p.add_argument("--exclude", action="append", default=[], help="glob of keys to leave out (repeatable)")
+    p.add_argument("--format", dest="output_format", choices=list(FORMATS), type=str.upper)
+    p.add_argument("--suffix", default=JOB["suffix"], help="added to each output name before the extension")
+    p.add_argument("--reference", help="folder or s3:// prefix of ground truth with the same keys")
+    p.add_argument("--endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000")
+    p.add_argument("--region")
+    p.add_argument("--max-pixels", type=int, default=JOB["max_pixels"])
+    p.add_argument("--tile", type=int, default=JOB["tile"])
+    p.add_argument("--overlap", type=int, default=JOB["overlap"])
+    p.add_argument("--batch-size", type=int, default=JOB["batch_size"], help="whole images of one size per model call")
+    p.add_argument("--tile-batch-size", type=int, default=JOB["tile_batch_size"], help="tiles per model call")
+    p.add_argument("--chunk-size", type=int, default=JOB["chunk_size"])
+    p.add_argument("--precision", choices=list(PRECISION_NAMES), default=JOB["precision"],
+                   help="compute precision: bfloat16 (recent x86 CPUs) or float16 (GPUs) is faster and "
+                        "changes the output slightly")
+    p.add_argument("--workers", type=int, default=JOB["workers"], help="I/O threads per chunk")
+    p.add_argument("--chunk-workers", type=int, default=CHUNK_WORKERS, help="chunks in parallel (threads)")
+    p.add_argument("--metrics", help="where the metrics Parquet goes")
+    p.add_argument("--state-dir", help="where resume state goes")
+    p.add_argument("--dask-address", help="run chunks on this Dask scheduler")
+    return p
+
+
+def parse(argv: list[str]) -> tuple[EnhanceJob, argparse.Namespace]:
+    """The job the arguments describe (``ValueError`` naming the option if one is bad)."""
+    args = parser().parse_args(argv)
+    fields = {k: v for k, v in vars(args).items() if k not in NOT_JOB_FIELDS}
+    fields["exclude"] = tuple(args.exclude)
+    if args.include:
+        fields["include"] = tuple(args.include)
+    return EnhanceJob(**fields), args
+
+
+def tracking_uri(given: str | None) -> str | None:
+    from tasks.config import project_tracking_uri
+
+    return given or os.environ.get("MLFLOW_TRACKING_URI") or project_tracking_uri()
+
+
+def check_registered(uri: str, store: str | None) -> None:
+    """The registry at ``store`` (MLflow's default: None) holds ``models:/<name>@<alias>``
+    or ``models:/<name>/<version>``."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    store = store or mlflow.get_tracking_uri()
+    if store.startswith("sqlite:///") and not Path(store.removeprefix("sqlite:///")).is_file():
+        raise JobInputError(f"model {uri}: there is no MLflow store at {store} (train a model first, "
+                            "or give --tracking-uri)")
+    name, at, alias = uri.removeprefix("models:/").partition("@")
+    client = MlflowClient(tracking_uri=store)
+    try:
+        if at:
+            client.get_model_version_by_alias(name, alias)
+        else:
+            name, _, version = name.rpartition("/")
+            client.get_model_version(name, version)
+    except MlflowException:
+        raise JobInputError(f"model {uri}: not in the MLflow registry at {store} "
+                            "(check the name and alias in the MLflow UI, or give --tracking-uri)") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        job, args = parse(sys.argv[1:] if argv is None else argv)
+        preflight(job)
+        check_locations(job)
+        uri = tracking_uri(args.tracking_uri)
+        if uri:
+            os.environ["MLFLOW_TRACKING_URI"] = uri  # for this process and the workers it starts
+        if job.model.startswith("models:/"):
+            check_registered(job.model, uri)
+    except (ValueError, JobInputError) as exc:  # ConfigError too: a broken params.yaml
+        print(f"mirnet-enhance: error: {exc}", file=sys.stderr)
+        return 2
+    from flows.enhance import run
+
+    return run(job, args.dask_address, args.chunk_workers)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""``mirnet-enhance`` as a command-line tool: a user's mistake ends in one line
+and exit status 2 before anything heavy is imported; paths are the user's; the
+registry is the project's wherever the command runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flows.enhance_command import main
+from tasks.config import PROJECT_ROOT, absolute_tracking_uri, project_tracking_uri
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# main() in a fresh interpreter, then which heavy modules it imported
+FRESH = """
+import sys
+sys.path.insert(0, {root!r})
+from flows.enhance_command import main
+status = main(sys.argv[1:])
+print(status, sorted(m for m in ("tensorflow", "keras", "prefect", "mlflow") if m in sys.modules))
+"""
+
+
+def test_a_missing_folder_is_one_line_and_exit_2_without_heavy_imports(tmp_path):
+    done = subprocess.run([sys.executable, "-c", FRESH.format(root=str(ROOT)), "no-such-folder", "out",
+                           "--model", "m.keras"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.stdout.split("\n")[0] == "2 []"
+    assert done.stderr.strip().splitlines() == [
+        "mirnet-enhance: error: source no-such-folder: no such folder (give a folder or an s3://bucket/prefix)"]
+
+
+@pytest.fixture
+def photos(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths are read from the user's working directory
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "m.keras").write_bytes(b"not checked before loading")
+    return tmp_path
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--overlap", "300"], "overlap: must be at least 0 and less than half the tile (512), got 300"),
+    (["--batch-size", "0"], "batch_size: must be at least 1, got 0"),
+    (["--model", "missing.keras"], "model missing.keras: no such file (give a .keras file or models:/<name>@<alias>)"),
+    (["--model", "models:/mirnet"], "model models:/mirnet: expected models:/<name>@<alias> or models:/<name>/<version>"),
+    (["--model", "models:/mirnet@"], "model models:/mirnet@: expected models:/<name>@<alias> or models:/<name>/<version>"),
+    (["--reference", "truth"], "reference truth: no such folder (give a folder or an s3://bucket/prefix)"),
+    (["--destination-is-source"], "is the source"),
+])
+def test_mistakes_are_named_in_one_line(photos, capsys, arguments, message):
+    if arguments == ["--destination-is-source"]:
+        argv = ["photos", "photos", "--model", "m.keras"]
+    else:
+        argv = ["photos", "out", "--model", "m.keras", *arguments]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mirnet-enhance: error: ") and message in err[0], err
+    assert not (photos / "out").exists()
+
+
+def test_registry_mistakes_name_the_store(photos, capsys):
+    store = photos / "mlflow.db"
+    assert main(["photos", "out", "--model", "models:/mirnet@champion", "--tracking-uri", f"sqlite:///{store}"]) == 2
+    assert f"there is no MLflow store at sqlite:///{store}" in capsys.readouterr().err
+    assert not store.exists()  # not created by asking
+
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(f"sqlite:///{store}").create_registered_model("mirnet")
+    assert main(["photos", "out", "--model", "models:/mirnet@champion", "--tracking-uri", f"sqlite:///{store}"]) == 2
+    err = capsys.readouterr().err
+    assert f"model models:/mirnet@champion: not in the MLflow registry at sqlite:///{store}" in err
+    assert main(["photos", "out", "--model", "models:/mirnet/3", "--tracking-uri", f"sqlite:///{store}"]) == 2
+    assert "model models:/mirnet/3: not in the MLflow registry" in capsys.readouterr().err
+
+
+def test_the_project_store_is_found_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert PROJECT_ROOT == ROOT
+    assert project_tracking_uri() == f"sqlite:///{ROOT / 'mlflow.db'}"  # params.yaml: sqlite:///mlflow.db
+    assert absolute_tracking_uri("sqlite:////srv/m.db", ROOT) == "sqlite:////srv/m.db"
+    assert absolute_tracking_uri("http://127.0.0.1:5000", ROOT) == "http://127.0.0.1:5000"
+
+
+def test_precision_names_are_the_model_packages():
+    from model import PRECISIONS
+    from tasks.batch.job import PRECISION_NAMES
+
+    assert list(PRECISION_NAMES) == list(PRECISIONS)
+
+
+def test_pipeline_run_runs_in_the_callers_directory(tmp_path):
+    env = {**os.environ, "PIPELINE_VENV": sys.prefix}
+    done = subprocess.run([str(ROOT / "pipeline"), "run", "pwd"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == str(tmp_path)
