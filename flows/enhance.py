@@ -26,6 +26,18 @@ from tasks.batch.job import (DestinationBusy, EnhanceJob, OverlappingLocations, 
                              summarize, write_metrics)
 
 
+class ImagesFailed(RuntimeError):
+    """Some images failed: the flow run ends Failed; ``summary`` is what the flow
+    would have returned (with the failures listed)."""
+
+    def __init__(self, message: str, summary: dict):
+        super().__init__(message, summary)  # both in args: the exception survives pickling
+        self.summary = summary
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
 @task(name="enhance-chunk", retries=1)
 def enhance_chunk(job: EnhanceJob, infos: list, run_id: str, index: int, done: dict) -> list[dict]:
     return process_chunk(job, infos, run_id, index, done)
@@ -71,6 +83,9 @@ def enhance_folder(job: EnhanceJob) -> dict:
         create_table_artifact(failures, key="enhance-failures", description="Images that failed")
     summary["failures"] = failures
     get_run_logger().info(summary)
+    if failures:  # the run ends Failed, as the command's exit status says; everything else is written
+        raise ImagesFailed(f"{len(failures)} of {summary['images']} images failed (see the enhance-failures "
+                           "artifact and the metrics Parquet)", summary)
     return summary
 
 
@@ -80,13 +95,16 @@ def run(job: EnhanceJob, dask_address: str | None = None, chunk_workers: int = C
     destination is busy, 0 otherwise."""
     try:
         with prefect_api():
-            summary = enhance_folder.with_options(task_runner=task_runner(dask_address, chunk_workers))(job)
+            enhance_folder.with_options(task_runner=task_runner(dask_address, chunk_workers))(job)
     except (DestinationBusy, OverlappingLocations) as exc:
         print(f"mirnet-enhance: error: {exc}", file=sys.stderr)
         return 1
-    for failure in summary["failures"]:
-        print(f"FAILED {failure['key']}: {failure['error']}", file=sys.stderr)
-    return 1 if summary["failures"] else 0
+    except ImagesFailed as exc:
+        for failure in exc.summary["failures"]:
+            print(f"FAILED {failure['key']}: {failure['error']}", file=sys.stderr)
+        print(f"mirnet-enhance: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def demo_stage() -> int:
@@ -94,10 +112,14 @@ def demo_stage() -> int:
     from tasks.config import load_params
 
     settings = load_params().enhance
-    with prefect_api():
-        summary = enhance_folder(EnhanceJob(source=settings.source, destination=settings.destination,
-                                            model=settings.model, reference=settings.reference))
-    return 1 if summary["failures"] else 0
+    try:
+        with prefect_api():
+            enhance_folder(EnhanceJob(source=settings.source, destination=settings.destination,
+                                      model=settings.model, reference=settings.reference))
+    except ImagesFailed as exc:
+        print(f"enhance: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

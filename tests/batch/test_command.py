@@ -99,3 +99,21 @@ def test_pipeline_run_runs_in_the_callers_directory(tmp_path):
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == str(tmp_path)
+
+
+def test_failed_images_fail_the_flow_run_as_they_fail_the_command(tmp_path, model_file, prefect_server):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    from tests.batch.samples import photo
+
+    source = tmp_path / "in"
+    source.mkdir()
+    photo().save(source / "a.png")
+    (source / "b.png").write_bytes(b"not an image")
+    assert main([str(source), str(tmp_path / "out"), "--model", model_file]) == 1
+    assert (tmp_path / "out" / "a.png").is_file() and (tmp_path / "out" / "metrics.parquet").is_file()
+    with get_client(sync_client=True) as client:
+        newest = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
+    assert newest.state.is_failed(), newest.state
+    assert "1 of 2 images failed" in newest.state.message
