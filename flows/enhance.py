@@ -13,7 +13,9 @@ Chunks run on Prefect's thread pool, or on an existing Dask cluster with
 
 from __future__ import annotations
 
+import collections
 import sys
+import threading
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
@@ -21,9 +23,9 @@ from tqdm.auto import tqdm
 
 from flows import prefect_api
 from flows.enhance_command import CHUNK_WORKERS
-from tasks.batch.job import (DestinationBusy, EnhanceJob, OverlappingLocations, check_locations, chunks,
-                             claim_destination, key_text, ledger, listing, new_run_id, plan, process_chunk,
-                             summarize, write_metrics)
+from tasks.batch.job import (PROGRESS, DestinationBusy, EnhanceJob, OverlappingLocations, check_locations,
+                             chunks, claim_destination, key_text, ledger, listing, new_run_id, plan,
+                             process_chunk, summarize, write_metrics)
 
 
 class ImagesFailed(RuntimeError):
@@ -65,16 +67,30 @@ def enhance_folder(job: EnhanceJob) -> dict:
         infos, rows = plan(job, listing(job))  # rows: keys refused before any work (colliding outputs)
         run_id = new_run_id()
         done = ledger(job)  # read once; each chunk gets the rows of its own keys
-        futures = []
-        for i, chunk in enumerate(chunks(infos, job.chunk_size)):
-            texts = [key_text(info.key) for info in chunk]
-            chunk_done = {text: done[text] for text in texts if text in done}
-            futures.append(enhance_chunk.submit(job, chunk, run_id, i, chunk_done))
         with tqdm(total=len(infos) + len(rows), initial=len(rows), unit="img", desc="enhance") as bar:
-            for future in futures:
-                chunk_rows = future.result()
-                rows.extend(chunk_rows)
-                bar.update(len(chunk_rows))
+            counted = collections.Counter()  # images reported so far, per chunk
+            lock = threading.Lock()
+
+            def image_done(index: int) -> None:  # chunks on this process's threads: per image
+                with lock:
+                    counted[index] += 1
+                    bar.update(1)
+
+            PROGRESS[run_id] = image_done
+            try:
+                futures = []
+                for i, chunk in enumerate(chunks(infos, job.chunk_size)):
+                    texts = [key_text(info.key) for info in chunk]
+                    chunk_done = {text: done[text] for text in texts if text in done}
+                    futures.append(enhance_chunk.submit(job, chunk, run_id, i, chunk_done))
+                for i, future in enumerate(futures):
+                    chunk_rows = future.result()
+                    rows.extend(chunk_rows)
+                    with lock:  # chunks elsewhere (Dask) count when they return
+                        bar.update(max(0, len(chunk_rows) - counted[i]))
+                        counted[i] = len(chunk_rows)
+            finally:
+                PROGRESS.pop(run_id, None)
         metrics = write_metrics(job, rows)
     summary = {**summarize(rows), "metrics": metrics}
     failures = [{"key": r["key"], "error": r["error"]} for r in rows if r["status"] == "error"]

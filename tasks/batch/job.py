@@ -302,8 +302,9 @@ class ChunkProcessor:
         row["seconds"] += time.perf_counter() - started
         return row
 
-    def run(self, infos: list, done: dict) -> list[dict]:
-        rows = []
+    def run(self, infos: list, done: dict, on_row=None) -> list[dict]:
+        """The chunk's rows; ``on_row()`` is called as each one is done (progress)."""
+        rows = _Rows(on_row)
         todo = []
         for info in infos:
             base = {"key": key_text(info.key), "_key": info.key, "bytes_in": info.size,
@@ -448,11 +449,30 @@ def ledger(job: EnhanceJob) -> dict:
     return done
 
 
+class _Rows(list):
+    """A chunk's rows, each reported to ``on_row`` as it is added."""
+
+    def __init__(self, on_row=None):
+        super().__init__()
+        self.on_row = on_row
+
+    def append(self, row: dict) -> None:
+        super().append(row)
+        if self.on_row is not None:
+            self.on_row()
+
+
+# run id -> callback(chunk index) of a job whose chunks run in this process
+# (threads): progress per image. Chunks in other processes (Dask) report when done.
+PROGRESS: dict = {}
+
+
 def process_chunk(job: EnhanceJob, infos: list, run_id: str, index: int, done: dict) -> list[dict]:
     """Enhance one chunk and save its rows to the resume ledger; ``done``: the
     ledger's rows for these keys (the flow reads the ledger once per job)."""
     processor = ChunkProcessor(job)
-    rows = processor.run(infos, done)
+    progress = PROGRESS.get(run_id)
+    rows = list(processor.run(infos, done, on_row=(lambda: progress(index)) if progress else None))
     job.state_store().write(f"part-{run_id}-{index:06d}.parquet", frame(rows).to_parquet(index=False))
     return rows
 

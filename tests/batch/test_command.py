@@ -117,3 +117,28 @@ def test_failed_images_fail_the_flow_run_as_they_fail_the_command(tmp_path, mode
         newest = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
     assert newest.state.is_failed(), newest.state
     assert "1 of 2 images failed" in newest.state.message
+
+
+def test_a_chunk_reports_progress_per_image(tmp_path, model_file):
+    """The progress bar moves per image: every row of a chunk, new, skipped or
+    failed, reaches the callback of its run as it is done."""
+    from tasks.batch.job import PROGRESS, EnhanceJob, ledger, process_chunk
+    from tasks.batch.stores import open_store
+    from tests.batch.samples import photo
+
+    source = tmp_path / "in"
+    source.mkdir()
+    for i in range(4):
+        photo(64, 48, seed=i).save(source / f"img{i}.png")
+    (source / "broken.png").write_bytes(b"not an image")
+    job = EnhanceJob(source=str(source), destination=str(tmp_path / "out"), model=model_file)
+    infos = open_store(str(source)).list(EnhanceJob.include, ())
+    for attempt in range(2):  # the second run skips the four done before
+        calls = []
+        PROGRESS[f"run{attempt}"] = calls.append
+        try:
+            rows = process_chunk(job, infos, f"run{attempt}", 7, ledger(job))
+        finally:
+            PROGRESS.pop(f"run{attempt}")
+        assert calls == [7] * 5 and len(rows) == 5
+    assert sorted(r["status"] for r in rows) == ["error", "skipped", "skipped", "skipped", "skipped"]
