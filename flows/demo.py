@@ -32,6 +32,7 @@ from pathlib import Path
 from tasks import artifacts
 from tasks.config import ConfigError, load_params
 from tasks.services import prefect_server, start_child, stop_child
+from tasks.training.headline import headline
 
 PREFECT_LOG = Path(".prefect") / "server.log"
 TRAINING = "train@"  # the foreach group of training stages
@@ -189,22 +190,6 @@ def run_stages(children: Children, plan: Plan) -> list[str]:
             children.stop()
             raise
     return sorted(done, key=plan.rank.__getitem__)
-
-
-def headline(metrics: dict, split: str = "validation") -> list[dict]:
-    """One row per variant and dataset: PSNR in -> out, the gain, the gain on
-    noise (TID2013 type 1) and the largest colour cast of the outputs."""
-    rows = []
-    for variant, per_dataset in metrics.items():
-        for dataset, splits in per_dataset.items():
-            if split in splits:
-                m = splits[split]
-                noise = m.get("per_type", {}).get("1", {}).get("psnr_gain")
-                cast = max((abs(m[f"output_bias_{c}"]) for c in "rgb" if f"output_bias_{c}" in m), default=None)
-                rows.append({"variant": variant, "dataset": dataset, "images": m["images"],
-                             "input_psnr": m["input_psnr"], "output_psnr": m["output_psnr"],
-                             "gain": m["psnr_gain"], "noise_gain": noise, "cast": cast})
-    return rows
 
 
 def summary_text(metrics: dict, seconds: float) -> str:

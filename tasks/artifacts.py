@@ -30,6 +30,7 @@ CHECKPOINTS = Path("checkpoints")
 REPORTS = Path("reports")
 EVALUATION = REPORTS / "evaluation"
 COMPARISON = REPORTS / "comparison.md"
+HEADLINE = REPORTS / "headline"  # one small metrics file per variant: what `dvc metrics show` shows
 MODEL_ZOO = REPORTS / "model_zoo"
 
 

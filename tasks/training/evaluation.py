@@ -23,7 +23,8 @@ from tasks import artifacts
 from tasks.config import FigureRow, MlflowSettings, Params
 from tasks.data.distortions import DISTORTION_NAMES
 from tasks.data.shards import make_dataset, read_metadata
-from tasks.storage import atomic_write_bytes, atomic_write_json, atomic_write_text
+from tasks.training.headline import headline_files
+from tasks.storage import atomic_directory, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 KEYS = ("psnr", "ssim", "mae")
 CHANNELS = ("r", "g", "b")
@@ -309,6 +310,34 @@ def write_figure(rows: list[FigureRow], panels: dict) -> Path:
     return path
 
 
+def per_type_figure(per_type: pd.DataFrame, path: Path, split: str = "validation") -> None:
+    """PSNR gain per distortion type, one line per variant, for each dataset
+    with several types (TID2013): the DVC plot of the evaluation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = per_type[per_type.split == split]
+    datasets = [d for d in sorted(rows.dataset.unique()) if rows[rows.dataset == d].distortion.nunique() > 1]
+    fig, axes = plt.subplots(len(datasets) or 1, 1, figsize=(10, 4 * max(1, len(datasets))), squeeze=False)
+    for ax, dataset in zip(axes[:, 0], datasets):
+        for variant, group in rows[rows.dataset == dataset].groupby("variant", sort=True):
+            group = group.sort_values("distortion")
+            ax.plot(group.distortion, group.psnr_gain, "o-", markersize=3, label=variant)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(sorted(rows[rows.dataset == dataset].distortion.unique()))
+        ax.set_xlabel("distortion type")
+        ax.set_ylabel("PSNR gain over the input (dB)")
+        ax.set_title(f"{dataset}, {split}: PSNR gain per distortion type")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def write_reports(params: Params, per_image: pd.DataFrame) -> tuple[dict, str]:
     """Per-image scores, ``per_type.csv``, ``metrics.json`` and ``comparison.md``;
     returns the means ({variant: {dataset: {split: ...}}}) and the comparison text."""
@@ -319,6 +348,11 @@ def write_reports(params: Params, per_image: pd.DataFrame) -> tuple[dict, str]:
     atomic_write_text(out / "per_type.csv", per_type.to_csv(index=False, float_format="%.5g"))
     results = summarize(per_image)
     atomic_write_json(out / "metrics.json", results)
+    split = "validation" if "validation" in set(per_image.split) else str(per_image.split.iloc[0])
+    with atomic_directory(artifacts.HEADLINE) as folder:
+        for variant, figures in headline_files(results, split).items():
+            atomic_write_json(folder / f"{variant}.json", figures)
+    per_type_figure(per_type, out / "per_type.png", split)
     architectures = {v: params.models[params.variants[v].model].arch for v in results}
     text = comparison_text(results, per_type, params.profile, params.evaluate.research_psnr, architectures)
     atomic_write_text(artifacts.COMPARISON, text)

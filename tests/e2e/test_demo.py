@@ -32,6 +32,12 @@ def run(cmd, cwd, env, timeout=1200):
     return result.stdout + result.stderr
 
 
+def run_json(cmd, cwd, env, timeout=600):
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{cmd} failed ({result.returncode}):\n{result.stderr[-4000:]}"
+    return json.loads(result.stdout)
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """A clone of HEAD after `./pipeline demo`: (clone, its environment, the demo's output)."""
@@ -134,6 +140,48 @@ def test_mlflow_has_a_finished_run_and_a_candidate_per_variant(demo):
         assert int(client.get_model_version_by_alias(variant, "candidate").version) == 1
         info = json.loads((clone / "reports" / variant / "mlflow.json").read_text())
         assert f"eval.{spec['dataset']}.validation.output_psnr" in client.get_run(info["run_id"]).data.metrics
+
+
+def test_dvc_metrics_fit_a_screen_and_an_experiment_compares_with_the_baseline(demo, tmp_path):
+    """The DVC user's journey: metrics a row per variant, then `dvc exp run -S`
+    on the smallest slice (one variant), compared with the committed baseline
+    by `dvc metrics diff`, `dvc exp show` and `dvc plots diff`, all offline."""
+    clone, env, _ = demo
+    dvc = [sys.executable, "-m", "dvc"]
+    variants = list(yaml.safe_load((clone / "params.yaml").read_text())["variants"])
+    lines = [line for line in run(dvc + ["metrics", "show"], clone, env).splitlines() if line.strip()]
+    assert len(lines) == 1 + len(variants), lines  # a header and a row per variant
+    assert all(f"reports/headline/{v}.json" in "\n".join(lines) for v in variants)
+    assert max(map(len, lines)) <= 120, lines
+
+    git = ["git", "-c", "user.name=newcomer", "-c", "user.email=newcomer@example.org"]
+    subprocess.run(["git", "config", "user.name", "newcomer"], cwd=clone, check=True)  # dvc exp commits too
+    subprocess.run(["git", "config", "user.email", "newcomer@example.org"], cwd=clone, check=True)
+    subprocess.run(git + ["add", "dvc.lock"], cwd=clone, check=True)
+    subprocess.run(git + ["commit", "-qm", "baseline: the demo's run"], cwd=clone, check=True)
+    experiment = run(dvc + ["exp", "run", "-S", "variants.cnn128.train.learning_rate=0.001"], clone, env)
+    assert "Running stage 'train@cnn128'" in experiment and "Running stage 'train@mirnet'" not in experiment
+
+    diff = run_json(dvc + ["metrics", "diff", "--json"], clone, env)
+    changed = diff["reports/headline/cnn128.json"]["tid2013.gain"]
+    assert None not in (changed["old"], changed["new"]) and changed["old"] != changed["new"], changed
+    for path, figures in diff.items():  # the other variants were evaluated again, the same
+        if path != "reports/headline/cnn128.json":
+            assert all(abs(f["diff"]) < 1e-3 for f in figures.values()), (path, figures)
+    shown = run_json(dvc + ["exp", "show", "--json"], clone, env)
+    assert "error" not in json.dumps(shown), shown
+
+    out = tmp_path / "plots"
+    run(dvc + ["plots", "diff", "HEAD", "-o", str(out)], clone, env)
+    page = (out / "index.html").read_text()
+    assert page.count("per_type.png") >= 2 and "<img" in page  # both revisions, as images
+    assert all((out / "static" / f).stat().st_size > 1000 for f in os.listdir(out / "static")
+               if f.endswith(".png"))
+
+    # back to the baseline for the tests after this one
+    subprocess.run(["git", "checkout", "--", "params.yaml", "dvc.lock"], cwd=clone, check=True)
+    run(dvc + ["checkout", "--force"], clone, env)
+    assert run_json(dvc + ["status", "--json"], clone, env) == {}
 
 
 def test_dvc_repro_is_trustworthy_after_the_demo(demo):
