@@ -23,9 +23,9 @@ from tqdm.auto import tqdm
 
 from flows import prefect_api
 from flows.enhance_command import CHUNK_WORKERS
-from tasks.batch.job import (PROGRESS, DestinationBusy, EnhanceJob, OverlappingLocations, check_locations,
-                             chunks, claim_destination, key_text, ledger, listing, new_run_id, plan,
-                             process_chunk, summarize, write_metrics)
+from tasks.batch.job import (DestinationBusy, EnhanceJob, OverlappingLocations, check_locations, chunks,
+                             claim_destination, key_text, ledger, listing, new_run_id, plan, process_chunk,
+                             progress_reports, summarize, write_metrics)
 
 
 class ImagesFailed(RuntimeError):
@@ -76,8 +76,7 @@ def enhance_folder(job: EnhanceJob) -> dict:
                     counted[index] += 1
                     bar.update(1)
 
-            PROGRESS[run_id] = image_done
-            try:
+            with progress_reports(run_id, image_done):
                 futures = []
                 for i, chunk in enumerate(chunks(infos, job.chunk_size)):
                     texts = [key_text(info.key) for info in chunk]
@@ -89,8 +88,6 @@ def enhance_folder(job: EnhanceJob) -> dict:
                     with lock:  # chunks elsewhere (Dask) count when they return
                         bar.update(max(0, len(chunk_rows) - counted[i]))
                         counted[i] = len(chunk_rows)
-            finally:
-                PROGRESS.pop(run_id, None)
         metrics = write_metrics(job, rows)
     summary = {**summarize(rows), "metrics": metrics}
     failures = [{"key": r["key"], "error": r["error"]} for r in rows if r["status"] == "error"]

@@ -467,6 +467,18 @@ class _Rows(list):
 PROGRESS: dict = {}
 
 
+@contextlib.contextmanager
+def progress_reports(run_id: str, callback):
+    """Within the block, chunks of ``run_id`` run in this process call
+    ``callback(chunk index)`` per image done. (A flow refers to this function,
+    never to the registry itself: Dask pickles the flow's globals.)"""
+    PROGRESS[run_id] = callback
+    try:
+        yield
+    finally:
+        PROGRESS.pop(run_id, None)
+
+
 def process_chunk(job: EnhanceJob, infos: list, run_id: str, index: int, done: dict) -> list[dict]:
     """Enhance one chunk and save its rows to the resume ledger; ``done``: the
     ledger's rows for these keys (the flow reads the ledger once per job)."""
