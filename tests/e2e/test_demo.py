@@ -159,35 +159,36 @@ def test_dvc_metrics_fit_a_screen_and_an_experiment_compares_with_the_baseline(d
     subprocess.run(["git", "config", "user.email", "newcomer@example.org"], cwd=clone, check=True)
     subprocess.run(git + ["add", "dvc.lock"], cwd=clone, check=True)
     subprocess.run(git + ["commit", "-qm", "baseline: the demo's run"], cwd=clone, check=True)
-    # `+`: a key params.yaml does not have yet (Hydra's syntax, as DVC takes it)
-    experiment = run(dvc + ["exp", "run", "-S", "+variants.cnn128.train.learning_rate=0.001"], clone, env)
-    assert "Running stage 'train@cnn128'" in experiment and "Running stage 'train@mirnet'" not in experiment
+    try:
+        # `+`: a key params.yaml does not have yet (Hydra's syntax, as DVC takes it)
+        experiment = run(dvc + ["exp", "run", "-S", "+variants.cnn128.train.learning_rate=0.001"], clone, env)
+        assert "Running stage 'train@cnn128'" in experiment and "Running stage 'train@mirnet'" not in experiment
 
-    diff = run_json(dvc + ["metrics", "diff", "--json"], clone, env)
-    changed = diff["reports/headline/cnn128.json"]["tid2013.gain"]
-    assert None not in (changed["old"], changed["new"]) and changed["old"] != changed["new"], changed
-    for path, figures in diff.items():  # the other variants were evaluated again, the same
-        if path != "reports/headline/cnn128.json":
-            assert all(abs(f["diff"]) < 1e-3 for f in figures.values()), (path, figures)
-    shown = run_json(dvc + ["exp", "show", "--json"], clone, env)
+        diff = run_json(dvc + ["metrics", "diff", "--json"], clone, env)
+        changed = diff["reports/headline/cnn128.json"]["tid2013.gain"]
+        assert None not in (changed["old"], changed["new"]) and changed["old"] != changed["new"], changed
+        for path, figures in diff.items():  # the other variants were evaluated again, the same
+            if path != "reports/headline/cnn128.json":
+                assert all(abs(f["diff"]) < 1e-3 for f in figures.values()), (path, figures)
+        shown = run_json(dvc + ["exp", "show", "--json"], clone, env)
 
-    def errors(node) -> list:
-        if isinstance(node, dict):
-            return [node["error"]] * bool(node.get("error")) + [e for v in node.values() for e in errors(v)]
-        return [e for v in node for e in errors(v)] if isinstance(node, list) else []
+        def errors(node) -> list:
+            if isinstance(node, dict):
+                own = [node["error"]] if node.get("error") else []
+                return own + [e for v in node.values() for e in errors(v)]
+            return [e for v in node for e in errors(v)] if isinstance(node, list) else []
 
-    assert errors(shown) == [] and "reports/headline/cnn128.json" in json.dumps(shown)
+        assert errors(shown) == [] and "reports/headline/cnn128.json" in json.dumps(shown)
 
-    out = tmp_path / "plots"
-    run(dvc + ["plots", "diff", "HEAD", "-o", str(out)], clone, env)
-    page = (out / "index.html").read_text()
-    assert page.count("per_type.png") >= 2 and "<img" in page  # both revisions, as images
-    assert all((out / "static" / f).stat().st_size > 1000 for f in os.listdir(out / "static")
-               if f.endswith(".png"))
-
-    # back to the baseline for the tests after this one
-    subprocess.run(["git", "checkout", "--", "params.yaml", "dvc.lock"], cwd=clone, check=True)
-    run(dvc + ["checkout", "--force"], clone, env)
+        out = tmp_path / "plots"
+        run(dvc + ["plots", "diff", "HEAD", "-o", str(out)], clone, env)
+        page = (out / "index.html").read_text()
+        assert page.count("per_type.png") >= 2 and "<img" in page  # both revisions, as images
+        assert all((out / "static" / f).stat().st_size > 1000 for f in os.listdir(out / "static")
+                   if f.endswith(".png"))
+    finally:  # back to the baseline for the tests after this one
+        subprocess.run(["git", "checkout", "--", "params.yaml", "dvc.lock"], cwd=clone, check=True)
+        run(dvc + ["checkout", "--force"], clone, env)
     assert run_json(dvc + ["status", "--json"], clone, env) == {}
 
 
