@@ -56,8 +56,6 @@ def task_runner(dask_address: str | None, workers: int):
     return ThreadPoolTaskRunner(max_workers=workers)
 
 
-
-
 # Called directly (the DVC stage, a deployment) the flow runs CHUNK_WORKERS
 # chunks at a time; main() sets the runner from --chunk-workers/--dask-address.
 @flow(name="enhance", task_runner=task_runner(None, CHUNK_WORKERS))

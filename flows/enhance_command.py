@@ -6,8 +6,7 @@
 What the user gives is checked first, in this light module, before Prefect,
 Keras or TensorFlow are imported: the options, that local folders exist, that
 the model file exists or the registry holds the model, the destination is
-not the source. A mistake costs a
-second and ends with one line (``mirnet-enhance: error: ...``) and exit status
+not the source. A mistake costs a second and ends with one line (``mirnet-enhance: error: ...``) and exit status
 2; the flow itself lives in ``flows/enhance.py``. Paths are the user's, read
 from the working directory. The MLflow registry is ``--tracking-uri``, else
 ``MLFLOW_TRACKING_URI``, else the project's own store (params.yaml's
@@ -25,6 +24,7 @@ from pathlib import Path
 
 from tasks.batch.images import FORMATS
 from tasks.batch.job import PRECISION_NAMES, EnhanceJob, JobInputError, check_locations, preflight
+from tasks.training.trained_models import registered_version
 
 CHUNK_WORKERS = 1  # chunks at a time unless the user says otherwise (each has its own I/O threads)
 JOB = {f.name: f.default for f in dataclasses.fields(EnhanceJob) if f.default is not dataclasses.MISSING}
@@ -89,14 +89,8 @@ def check_registered(uri: str, store: str | None) -> None:
     if store.startswith("sqlite:///") and not Path(store.removeprefix("sqlite:///")).is_file():
         raise JobInputError(f"model {uri}: there is no MLflow store at {store} (train a model first, "
                             "or give --tracking-uri)")
-    name, at, alias = uri.removeprefix("models:/").partition("@")
-    client = MlflowClient(tracking_uri=store)
     try:
-        if at:
-            client.get_model_version_by_alias(name, alias)
-        else:
-            name, _, version = name.rpartition("/")
-            client.get_model_version(name, version)
+        registered_version(MlflowClient(tracking_uri=store), uri)
     except MlflowException:
         raise JobInputError(f"model {uri}: not in the MLflow registry at {store} "
                             "(check the name and alias in the MLflow UI, or give --tracking-uri)") from None
@@ -112,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["MLFLOW_TRACKING_URI"] = uri  # for this process and the workers it starts
         if job.model.startswith("models:/"):
             check_registered(job.model, uri)
-    except (ValueError, JobInputError) as exc:  # ConfigError too: a broken params.yaml
+    except ValueError as exc:  # JobInputError, ConfigError (a broken params.yaml) too
         print(f"mirnet-enhance: error: {exc}", file=sys.stderr)
         return 2
     from flows.enhance import run

@@ -49,6 +49,7 @@ from tasks.batch.images import (EXTENSIONS, FORMATS, HEADER_BYTES, ImageError, c
 from tasks.batch.stores import UnsafeKey, check_key, open_store
 from tasks.runtime import limit_malloc_arenas, release_freed_memory
 from tasks.storage import atomic_write_bytes, remove_temporaries
+from tasks.training.trained_models import load_model as load_trained, registry_reference
 
 STATUS_OK, STATUS_SKIPPED, STATUS_ERROR = "ok", "skipped", "error"
 # model.precision.PRECISIONS' names, written out so that checking a job does
@@ -126,13 +127,11 @@ def preflight(job: EnhanceJob) -> None:
     for name, location in (("source", job.source), ("reference", job.reference)):
         if location and not location.startswith("s3://") and not Path(location).is_dir():
             raise JobInputError(f"{name} {location}: no such folder (give a folder or an s3://bucket/prefix)")
-    if job.model.startswith("models:/"):
-        name, at, alias = job.model.removeprefix("models:/").partition("@")
-        registered, _, version = name.rpartition("/")
-        well_formed = bool(name and alias) if at else bool(registered and version.isdigit())
-        if not well_formed:
-            raise JobInputError(f"model {job.model}: expected models:/<name>@<alias> or models:/<name>/<version>")
-    elif not Path(job.model).is_file():
+    try:
+        registered = registry_reference(job.model)
+    except ValueError as exc:
+        raise JobInputError(str(exc)) from None
+    if registered is None and not Path(job.model).is_file():
         raise JobInputError(f"model {job.model}: no such file (give a .keras file or models:/<name>@<alias>)")
 
 
@@ -151,7 +150,6 @@ def load_model(uri: str, precision: str = "float32") -> LoadedModel:
     """The model from MLflow (``models:/...``) or a ``.keras`` file, computing in
     ``precision``; chunk processors of one process share it and its lock."""
     from model import with_precision
-    from tasks.training.trained_models import load_model as load_trained
 
     model, version = load_trained(uri)
     return LoadedModel(with_precision(model, precision), version)

@@ -23,8 +23,8 @@ from tasks import artifacts
 from tasks.config import FigureRow, MlflowSettings, Params
 from tasks.data.distortions import DISTORTION_NAMES
 from tasks.data.shards import make_dataset, read_metadata
-from tasks.training.headline import headline_files
 from tasks.storage import atomic_directory, atomic_write_bytes, atomic_write_json, atomic_write_text
+from tasks.training.headline import headline_files
 
 KEYS = ("psnr", "ssim", "mae")
 CHANNELS = ("r", "g", "b")

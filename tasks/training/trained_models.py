@@ -14,6 +14,28 @@ class ModelNotFound(FileNotFoundError):
     """The model file or registry entry does not exist; the message names it."""
 
 
+def registry_reference(uri: str) -> tuple[str, str | None, str | None] | None:
+    """``(name, alias, version)`` of ``models:/<name>@<alias>`` or
+    ``models:/<name>/<version>`` (one of alias and version is None); None when
+    ``uri`` is not a registry URI (a file); ``ValueError`` when it is malformed."""
+    if not uri.startswith("models:/"):
+        return None
+    rest = uri.removeprefix("models:/")
+    name, at, alias = rest.partition("@")
+    if at and name and alias:
+        return name, alias, None
+    registered, _, version = rest.rpartition("/")
+    if not at and registered and version.isdigit():
+        return registered, None, version
+    raise ValueError(f"model {uri}: expected models:/<name>@<alias> or models:/<name>/<version>")
+
+
+def registered_version(client, uri: str):
+    """The registry's ModelVersion that ``uri`` names (MlflowException if none)."""
+    name, alias, version = registry_reference(uri)
+    return client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+
+
 def load_model(uri: str | Path):
     """``(model, version)``: the Keras model and a version string, the registry's
     ``<name>/<version>`` or ``sha256:<first 12 hex digits>`` of the file."""
@@ -29,13 +51,9 @@ def load_model(uri: str | Path):
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
-        name, _, selector = uri.removeprefix("models:/").partition("@")
         try:
-            if selector:
-                version = MlflowClient().get_model_version_by_alias(name, selector).version
-            else:
-                name, _, version = uri.removeprefix("models:/").rpartition("/")
-            return mlflow.keras.load_model(uri), f"{name}/{version}"
+            found = registered_version(MlflowClient(), uri)
+            return mlflow.keras.load_model(uri), f"{found.name}/{found.version}"
         except MlflowException as exc:
             raise ModelNotFound(f"{uri}: not in the MLflow registry at {mlflow.get_tracking_uri()} ({exc})") from None
     path = Path(uri)
