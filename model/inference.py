@@ -1,7 +1,7 @@
 """Whole-image inference for images of any size.
 
 Architectures that down-sample need heights and widths divisible by their size
-multiple (4 for MIRNet and MIRNet-v2). ``enhance`` reflect-pads the bottom and
+multiple (4 for MIRNet and MIRNet-v2). ``infer`` reflect-pads the bottom and
 right edges up to that multiple, runs the model and crops the padding off again,
 so a 601x337 photo comes back 601x337.
 """
