@@ -212,13 +212,35 @@ def summary_text(metrics: dict, seconds: float) -> str:
         f"  {artifacts.REPORTS}/<variant>/   per variant: training curves (curves.png), samples (grid.png)",
         "  ./pipeline run mlflow ui --backend-store-uri sqlite:///mlflow.db   runs, metrics, models",
         "  ./pipeline run dvc metrics show   the same figures through DVC",
+        "  ./pipeline run mirnet-enhance PHOTOS OUT --model models:/mirnet@champion   your own photos",
     ]
     return "\n".join(lines)
 
 
+def promote_candidates(params) -> list[str]:
+    """What scheduled retraining does for its variant (``flows/retrain.py``),
+    for every variant: the ``candidate`` becomes ``champion`` when there is
+    none yet or when it beats it by ``retrain.margin_db``. So the registry's
+    ``models:/<variant>@champion`` exists after the demo. One line per variant."""
+    from tasks.training.promotion import decide_and_promote
+    from tasks.training.tracking import configure
+
+    configure(params.mlflow)
+    lines = []
+    for variant, spec in params.variants.items():
+        try:
+            decision = decide_and_promote(variant, spec.dataset, params.retrain.margin_db)
+        except ValueError as exc:
+            lines.append(f"  {variant:<12} {exc}")
+            continue
+        verdict = "champion" if decision.promoted else "stays candidate"
+        lines.append(f"  {variant:<12} version {decision.candidate_version} {verdict}: {decision.reason}")
+    return lines
+
+
 def main(argv: list[str]) -> int:
     try:
-        load_params()  # a mistake in params.yaml stops here, before anything starts
+        params = load_params()  # a mistake in params.yaml stops here, before anything starts
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -241,6 +263,7 @@ def main(argv: list[str]) -> int:
         return 130
     finally:
         children.stop()
+    print("\n>> MLflow registry (models:/<variant>@champion):\n" + "\n".join(promote_candidates(params)), flush=True)
     metrics_file = artifacts.EVALUATION / "metrics.json"
     if metrics_file.exists():
         print("\n" + summary_text(json.loads(metrics_file.read_text()), time.monotonic() - started))

@@ -9,7 +9,8 @@ input and output PSNR, SSIM, MAE and colour cast), ``per_type.csv`` (means
 per variant, dataset, split and distortion type; DVC plots), ``metrics.json``
 (means per variant, dataset and split, with per-type PSNR; DVC metrics),
 ``before_after.png`` and ``reports/comparison.md``. Each variant's figures also
-go to its MLflow training run. The work is in ``tasks.training.evaluation``.
+go to MLflow: an evaluation run per variant, linked to its registered model
+version. The work is in ``tasks.training.evaluation``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from tasks.training import evaluation
 
 evaluate_split_task = task(evaluation.evaluate_variants, name="evaluate-split")
 figure_task = task(evaluation.write_figure, name="before-after-figure")
-log_task = task(evaluation.log_to_training_runs, name="log-evaluation")
+log_task = task(evaluation.log_evaluation, name="log-evaluation")
 
 
 @flow(name="evaluate")

@@ -4,7 +4,7 @@ so the same code runs under the TensorFlow, JAX and PyTorch backends."""
 
 from model import cnn, mirnet, mirnet_v2  # noqa: F401  (register the architectures)
 from model.attention import ChannelPooling, NonLocalBlock, StreamSoftmax
-from model.inference import infer, infer_tiled, reflect_pad
+from model.inference import AnySize, infer, infer_tiled, reflect_pad
 from model.losses import LOSSES, PerceptualLoss, charbonnier, get_loss, loss_names
 from model.metrics import mae, mae_metric, psnr, psnr_metric, reference_scores, ssim, ssim_metric
 from model.mirnet_v2 import BilinearUpSampling2D, ContextBlock, ResidualContextBlock, SelectiveKernelFusion
@@ -13,6 +13,7 @@ from model.registry import ARCHITECTURES, build_model, get_architecture, size_mu
 
 __all__ = [
     "ARCHITECTURES",
+    "AnySize",
     "BilinearUpSampling2D",
     "ChannelPooling",
     "ContextBlock",

@@ -8,7 +8,9 @@ so a 601x337 photo comes back 601x337.
 
 from __future__ import annotations
 
+import keras
 import numpy as np
+from keras import ops
 
 from model.registry import size_multiple as registered_multiple
 
@@ -58,6 +60,27 @@ def infer(model, images, *, multiple: int | None = None, batch_size: int = 1, cl
     if clip:
         result = np.clip(result, 0.0, 1.0)
     return result[0] if single else result
+
+
+class AnySize(keras.Model):
+    """``infer`` inside the graph, for serving: a batch of float32 images of any
+    height and width in, the enhanced batch of the same shape out, clipped to
+    [0, 1]. The input is reflect-padded at the bottom and right to the size
+    multiple and the padding cropped off again. The model the registry exports
+    (``tasks.training.tracking``), so that a SavedModel serves any photo."""
+
+    def __init__(self, inner: keras.Model, multiple: int | None = None, **kwargs):
+        super().__init__(name=f"{inner.name}_any_size", **kwargs)
+        self.inner = inner
+        self.multiple = multiple or registered_multiple(inner)
+        self.built = inner.built  # nothing of its own to build: exportable as soon as ``inner`` is
+
+    def call(self, images):
+        shape = ops.shape(images)
+        height, width = shape[1], shape[2]
+        pad_h, pad_w = (-height) % self.multiple, (-width) % self.multiple
+        padded = ops.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="reflect")
+        return ops.clip(self.inner(padded)[:, :height, :width, :], 0.0, 1.0)
 
 
 def _blend_window(size: int, overlap: int, ramp_start: bool, ramp_end: bool) -> np.ndarray:

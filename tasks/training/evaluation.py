@@ -359,20 +359,40 @@ def write_reports(params: Params, per_image: pd.DataFrame) -> tuple[dict, str]:
     return results, text
 
 
-def log_to_training_runs(settings: MlflowSettings, results: dict) -> None:
-    """Each variant's means as ``eval.<dataset>.<split>.<metric>`` metrics of its training run."""
+def log_evaluation(settings: MlflowSettings, results: dict) -> dict[str, str]:
+    """Each variant's means as ``eval.<dataset>.<split>.<metric>`` metrics of an
+    MLflow run of its own (``evaluate <variant>``, tag ``kind=evaluation``),
+    linked to the logged model of the variant's registered version, so the
+    figures show on that model version; the version's tag ``evaluation_run_id``
+    names the run. Finished training runs are not reopened. Returns the run id
+    per variant."""
     import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
 
     from tasks.training import tracking
+    from tasks.training.trained_models import logged_model_id
 
     tracking.configure(settings)
+    client = MlflowClient()
+    runs = {}
     for variant, per_dataset in results.items():
         run_file = artifacts.variant_reports(variant) / "mlflow.json"
-        run_id = json.loads(run_file.read_text()).get("run_id") if run_file.exists() else None
-        if not run_id:
-            continue
-        with mlflow.start_run(run_id=run_id):
-            for dataset, splits in per_dataset.items():
-                for split, m in splits.items():
-                    tracking.log_metrics({f"eval.{dataset}.{split}.{k}": v for k, v in m.items()
-                                          if isinstance(v, (int, float))})
+        trained = json.loads(run_file.read_text()) if run_file.exists() else {}
+        version = None
+        if trained.get("registered_model") and trained.get("version"):
+            try:
+                version = client.get_model_version(trained["registered_model"], str(trained["version"]))
+            except MlflowException:  # the registry was reset since the training
+                version = None
+        metrics = {f"eval.{dataset}.{split}.{k}": float(v) for dataset, splits in per_dataset.items()
+                   for split, m in splits.items() for k, v in m.items() if isinstance(v, (int, float))}
+        tags = {"variant": variant, "kind": "evaluation", "training_run_id": trained.get("run_id") or ""}
+        if version is not None:
+            tags["registered_model"] = f"{version.name}/{version.version}"
+        with mlflow.start_run(run_name=f"evaluate {variant}", tags=tags) as run:
+            mlflow.log_metrics(metrics, model_id=None if version is None else logged_model_id(version))
+        if version is not None:
+            client.set_model_version_tag(version.name, version.version, "evaluation_run_id", run.info.run_id)
+        runs[variant] = run.info.run_id
+    return runs

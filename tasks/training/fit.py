@@ -268,7 +268,7 @@ def fit_variant(name: str, params: Params, extra_callbacks=(), log_model: bool =
                              "dataset": variant.dataset, "input": variant.input, "train": settings.model_dump(),
                              "accelerator": accelerator, "global_batch_size": global_batch,
                              "steps_per_epoch": steps, "validation_steps": validation_steps})
-    tags = {"variant": name, "profile": params.profile, "git_commit": tracking.git_commit(),
+    tags = {**tracking.provenance(name), "kind": "training", "profile": params.profile,
             "data.train_shards_manifest_sha256": file_sha256(train_dir / "manifest.json"),
             "data.validation_shards_manifest_sha256": file_sha256(validation_dir / "manifest.json"),
             "data.source_manifest_sha256": train_manifest.get("source_manifest_sha256") or "",
@@ -302,7 +302,7 @@ def fit_variant(name: str, params: Params, extra_callbacks=(), log_model: bool =
             tracking.log_artifact(reports / artifact)
         registered = None
         if log_model:
-            registered = tracking.log_and_register_model(model, name)
+            registered = tracking.log_and_register_model(model, name, model_file, tracking.provenance(name))
         atomic_write_json(reports / "mlflow.json", {
             "run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
             "registered_model": name if registered else None, "version": registered,

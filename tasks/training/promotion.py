@@ -1,7 +1,9 @@
 """The quality gate of scheduled retraining: the registered model's
 ``candidate`` becomes ``champion`` only when it beats the current champion's
-validation PSNR by a margin (the first candidate is promoted). The decision is
-recorded as tags on the model version and its MLflow run."""
+validation PSNR by a margin (the first candidate is promoted). The verdict is
+recorded as tags on the candidate version and its MLflow run; a champion
+that is replaced gets ``promotion=replaced by version N``, and a candidate
+that already is the champion keeps its tags."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from tasks.training.tracking import CANDIDATE, CHAMPION
+from tasks.training.trained_models import logged_model_id
 
 
 @dataclass
@@ -39,14 +42,22 @@ class Decision:
         )
 
 
-def validation_psnr(client: MlflowClient, run_id: str, dataset: str) -> float:
-    """The whole-image validation PSNR of a training run (from the evaluate
-    flow), or its last per-epoch validation PSNR if it was never evaluated."""
-    metrics = client.get_run(run_id).data.metrics
-    for key in (f"eval.{dataset}.validation.output_psnr", "final_val_psnr"):
-        if key in metrics:
-            return float(metrics[key])
-    raise ValueError(f"run {run_id} has no validation PSNR (eval.{dataset}.validation.output_psnr)")
+def validation_psnr(client: MlflowClient, version, dataset: str) -> float:
+    """The whole-image validation PSNR of a model version: the latest the
+    evaluate flow linked to its logged model, else the figure on its training
+    run (an evaluation logged there, or the last per-epoch validation PSNR)."""
+    key = f"eval.{dataset}.validation.output_psnr"
+    model_id = logged_model_id(version)
+    if model_id is not None:
+        linked = [m for m in client.get_logged_model(model_id).metrics or [] if m.key == key]
+        if linked:
+            return float(max(linked, key=lambda m: m.timestamp).value)
+    metrics = client.get_run(version.run_id).data.metrics
+    for name in (key, "final_val_psnr"):
+        if name in metrics:
+            return float(metrics[name])
+    raise ValueError(f"model {version.name} version {version.version} has no validation PSNR ({key}); "
+                     "run the evaluate flow")
 
 
 def _alias(client: MlflowClient, model: str, alias: str):
@@ -61,9 +72,9 @@ def decide_and_promote(model: str, dataset: str, margin_db: float, client: Mlflo
     candidate = _alias(client, model, CANDIDATE)
     if candidate is None:
         raise ValueError(f"registered model {model!r} has no {CANDIDATE!r} version; train it first")
-    candidate_psnr = validation_psnr(client, candidate.run_id, dataset)
+    candidate_psnr = validation_psnr(client, candidate, dataset)
     champion = _alias(client, model, CHAMPION)
-    champion_psnr = None if champion is None else validation_psnr(client, champion.run_id, dataset)
+    champion_psnr = None if champion is None else validation_psnr(client, champion, dataset)
     if champion is None:
         promoted, reason = True, "first model: no champion yet"
     elif champion.version == candidate.version:
@@ -76,10 +87,15 @@ def decide_and_promote(model: str, dataset: str, margin_db: float, client: Mlflo
                                    f"(< {margin_db:.3f} dB)")
     if promoted:
         client.set_registered_model_alias(model, CHAMPION, candidate.version)
-    verdict = "promoted" if promoted else "refused"
-    client.set_model_version_tag(model, candidate.version, "promotion", verdict)
-    client.set_model_version_tag(model, candidate.version, "promotion.reason", reason)
-    client.set_tag(candidate.run_id, "promotion", verdict)
-    client.set_tag(candidate.run_id, "promotion.reason", reason)
+    if champion is None or champion.version != candidate.version:
+        # the verdict on this candidate; the champion's own tags stay as they are
+        verdict = "promoted" if promoted else "refused"
+        client.set_model_version_tag(model, candidate.version, "promotion", verdict)
+        client.set_model_version_tag(model, candidate.version, "promotion.reason", reason)
+        client.set_tag(candidate.run_id, "promotion", verdict)
+        client.set_tag(candidate.run_id, "promotion.reason", reason)
+    if promoted and champion is not None:
+        client.set_model_version_tag(model, champion.version, "promotion",
+                                     f"replaced by version {candidate.version}")
     return Decision(model, promoted, reason, int(candidate.version), candidate_psnr,
                     None if champion is None else int(champion.version), champion_psnr, margin_db)

@@ -6,6 +6,7 @@ tracking server works by URI (``mlflow.tracking_uri`` in params.yaml or
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import subprocess
 from pathlib import Path
@@ -119,11 +120,35 @@ def image_signature(channels: int = 3):
     return ModelSignature(inputs=images, outputs=images)
 
 
-def log_and_register_model(model, name: str) -> int:
-    """Log the model with a signature of free batch, height and width, register
-    it as a new version of the registered model ``name`` and point the alias
-    ``candidate`` at it."""
+def provenance(variant: str) -> dict[str, str]:
+    """What produced a model version: the variant, the git commit and, under
+    ``dvc exp run``, the experiment's name and baseline revision (DVC passes
+    them to every stage it runs as ``DVC_EXP_NAME`` and ``DVC_EXP_BASELINE_REV``)."""
+    tags = {"variant": variant, "git_commit": git_commit()}
+    for key, variable in (("dvc.experiment", "DVC_EXP_NAME"), ("dvc.baseline_rev", "DVC_EXP_BASELINE_REV")):
+        if os.environ.get(variable):
+            tags[key] = os.environ[variable]
+    return tags
+
+
+def log_and_register_model(model, name: str, keras_file: Path, tags: dict[str, str]) -> int:
+    """Log ``model``, register it as a new version of the registered model
+    ``name`` with ``tags`` and point the alias ``candidate`` at it.
+
+    The logged model is MLflow's Keras flavour saved as a SavedModel of the
+    model wrapped in ``model.AnySize``: ``mlflow.pyfunc.load_model`` and
+    ``mlflow.keras.load_model`` then need neither this project's code (a
+    ``.keras`` file names its custom layers, which only an import of ``model``
+    registers) nor images of one size (the signature leaves batch, height and
+    width free and the graph pads to the size multiple). ``keras_file`` is
+    stored beside it for the project's own loader, which needs the Keras model
+    itself (tiling, precision). Under JAX or PyTorch, which have no SavedModel
+    exporter of their own, the flavour holds the ``.keras`` file."""
     from importlib.metadata import PackageNotFoundError, version as installed
+
+    import keras
+
+    from model import AnySize
 
     requirements = []
     for package in ("keras", "tensorflow-cpu", "tensorflow", "numpy"):
@@ -131,11 +156,16 @@ def log_and_register_model(model, name: str) -> int:
             requirements.append(f"{package}=={installed(package)}")
         except PackageNotFoundError:
             continue
-    info = mlflow.keras.log_model(model, name="model", signature=image_signature(model.input_shape[-1]),
-                                  registered_model_name=name, pip_requirements=requirements)
-    version = int(info.registered_model_version)
-    MlflowClient().set_registered_model_alias(name, CANDIDATE, version)
-    return version
+    exported = keras.backend.backend() == "tensorflow"
+    signature = image_signature(model.input_shape[-1])
+    with contextlib.redirect_stdout(io.StringIO()):  # Keras' exporter prints every captured variable
+        info = mlflow.keras.log_model(AnySize(model) if exported else model, name="model", signature=signature,
+                                      save_exported_model=exported, pip_requirements=requirements)
+    client = MlflowClient()
+    client.log_model_artifact(info.model_id, str(keras_file))
+    version = mlflow.register_model(info.model_uri, name, tags=tags)
+    client.set_registered_model_alias(name, CANDIDATE, version.version)
+    return int(version.version)
 
 
 def git_commit(root: Path = Path(".")) -> str:

@@ -51,12 +51,44 @@ def load_model(uri: str | Path):
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
+        client = MlflowClient()
         try:
-            found = registered_version(MlflowClient(), uri)
-            return mlflow.keras.load_model(uri), f"{found.name}/{found.version}"
+            found = registered_version(client, uri)
         except MlflowException as exc:
             raise ModelNotFound(f"{uri}: not in the MLflow registry at {mlflow.get_tracking_uri()} ({exc})") from None
+        label = f"{found.name}/{found.version}"
+        keras_file = _registered_keras_file(client, found)
+        if keras_file is None:  # versions logged before the .keras file was stored beside the SavedModel
+            return mlflow.keras.load_model(uri), label
+        return keras.saving.load_model(keras_file), label
     path = Path(uri)
     if not path.is_file():
         raise ModelNotFound(f"{uri}: no such model file")
     return keras.saving.load_model(path), f"sha256:{file_sha256(path)[:12]}"
+
+
+def logged_model_id(version) -> str | None:
+    """The id of the logged model (``m-...``) a registry version was made from:
+    its ``model_id``, which the SQL store leaves empty, or its source
+    ``models:/m-...``; None for a version made from a run's path."""
+    if getattr(version, "model_id", None):
+        return version.model_id
+    source = getattr(version, "source", "") or ""
+    model_id = source.removeprefix("models:/")
+    return model_id if source.startswith("models:/m-") and "/" not in model_id else None
+
+
+def _registered_keras_file(client, version) -> str | None:
+    """The local copy of the ``.keras`` file stored with a model version
+    (``tasks.training.tracking.log_and_register_model``), or None."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    model_id = logged_model_id(version)
+    if model_id is None:
+        return None
+    location = client.get_logged_model(model_id).artifact_location
+    try:
+        return mlflow.artifacts.download_artifacts(artifact_uri=f"{location.rstrip('/')}/model.keras")
+    except (MlflowException, OSError):
+        return None

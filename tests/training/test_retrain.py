@@ -41,6 +41,9 @@ def test_first_candidate_is_promoted_then_the_margin_decides(registry):
     decision = decide_and_promote("tiny", "tid2013", margin_db=0.1, client=client)
     assert decision.promoted and decision.reason.startswith("first model")
     assert champion(client) == first
+    again = decide_and_promote("tiny", "tid2013", margin_db=0.1, client=client)  # a retrain that changed nothing
+    assert not again.promoted and "already is the champion" in again.reason
+    assert client.get_model_version("tiny", first).tags["promotion"] == "promoted"  # the champion's tag stays true
 
     barely = new_candidate(25.05)  # better, but by less than the margin
     decision = decide_and_promote("tiny", "tid2013", margin_db=0.1, client=client)
@@ -59,6 +62,26 @@ def test_first_candidate_is_promoted_then_the_margin_decides(registry):
     assert champion(client) == better
     run = client.get_run(client.get_model_version("tiny", better).run_id)
     assert run.data.tags["promotion"] == "promoted"
+    assert client.get_model_version("tiny", first).tags["promotion"] == f"replaced by version {better}"
+
+
+def test_the_evaluation_linked_to_the_logged_model_decides(registry):
+    """The evaluate flow logs its figures in a run of its own, linked to the
+    version's logged model; promotion reads them there, not the training run's."""
+    client, _ = registry
+    experiment = client.get_experiment_by_name("promotion").experiment_id
+    training = client.create_run(experiment)
+    client.log_metric(training.info.run_id, "final_val_psnr", 20.0)  # the per-epoch figure on crops
+    client.set_terminated(training.info.run_id)
+    logged = client.create_logged_model(experiment, name="model", source_run_id=training.info.run_id)
+    version = client.create_model_version("tiny", source=f"models:/{logged.model_id}", run_id=training.info.run_id)
+    client.set_registered_model_alias("tiny", "candidate", version.version)
+    for psnr in (26.0, 26.5):  # evaluated twice (say, on more images): the latest counts
+        with mlflow.start_run(experiment_id=experiment, run_name="evaluate tiny"):
+            mlflow.log_metrics({"eval.tid2013.validation.output_psnr": psnr}, model_id=logged.model_id)
+    decision = decide_and_promote("tiny", "tid2013", margin_db=0.1, client=client)
+    assert decision.promoted and decision.candidate_psnr == 26.5
+    assert "eval.tid2013.validation.output_psnr" not in client.get_run(training.info.run_id).data.metrics
 
 
 def test_the_retrain_flow_records_its_decision_and_refuses_to_run_twice(tiny_project, prefect_server):

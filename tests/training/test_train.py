@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -38,6 +39,18 @@ class EpochWatcher(keras.callbacks.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 fit_variant("tiny", load_params(), extra_callbacks=[EpochWatcher()], log_model={log_model})
+"""
+
+
+MLFLOW_LOADERS = """
+import json, sys
+import mlflow, numpy as np
+mlflow.set_tracking_uri(sys.argv[1])
+images = np.load("../images.npy")
+np.save("pyfunc.npy", mlflow.pyfunc.load_model("models:/tiny@candidate").predict(images))
+exported = mlflow.keras.load_model("models:/tiny@candidate")  # kept: its variables live as long as it does
+np.save("keras.npy", np.asarray(exported.serve(images)))
+print(json.dumps({"project_modules": sorted({"model", "tasks", "flows"} & set(sys.modules))}))
 """
 
 
@@ -105,10 +118,27 @@ def test_training_logs_everything_and_registers_a_candidate(tiny_project):
     assert {"curves.png", "grid.png", "history.csv", "metrics.json"} <= artifacts
     version = client.get_model_version_by_alias("tiny", "candidate")
     assert int(version.version) == metrics["version"] == 1
-    import model  # noqa: F401  (registers the custom layers, losses and metrics)
+    assert version.tags["variant"] == "tiny" and version.tags["git_commit"] == run.data.tags["git_commit"]
+    assert version.run_id == run.info.run_id
 
-    loaded = mlflow.keras.load_model("models:/tiny@candidate")
-    assert loaded.count_params() == metrics["parameters"]
+    # MLflow's own loaders, in a fresh interpreter that never imports the project
+    images = np.random.default_rng(0).random((2, 37, 45, 3), dtype=np.float32)  # not the training crop's size
+    np.save(tiny_project / "images.npy", images)
+    loaded = subprocess.run([sys.executable, "-c", MLFLOW_LOADERS, f"sqlite:///{tiny_project / 'mlflow.db'}"],
+                            cwd=tiny_project / "reports", env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+                            capture_output=True, text=True, timeout=600)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert json.loads(loaded.stdout.splitlines()[-1]) == {"project_modules": []}
+
+    from model import infer
+    from tasks.training.trained_models import load_model
+
+    keras_model, label = load_model("models:/tiny@candidate")  # the project's loader: the Keras model itself
+    assert label == "tiny/1" and keras_model.count_params() == metrics["parameters"]
+    expected = infer(keras_model, images)
+    for flavour in ("pyfunc", "keras"):
+        served = np.load(tiny_project / "reports" / f"{flavour}.npy")
+        assert served.shape == images.shape and np.abs(served - expected).max() < 1e-5, flavour
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
