@@ -128,18 +128,53 @@ def test_the_last_stage_enhanced_a_folder_and_measured_it(demo):
     assert (enhanced.after_mean_luminance > enhanced.before_mean_luminance).all()
 
 
-def test_mlflow_has_a_finished_run_and_a_candidate_per_variant(demo):
+def test_mlflow_has_a_finished_run_a_champion_and_an_evaluation_per_variant(demo):
     clone, _, _ = demo
     variants = yaml.safe_load((clone / "params.yaml").read_text())["variants"]
     mlflow.set_tracking_uri(f"sqlite:///{clone / 'mlflow.db'}")
     client = MlflowClient()
-    runs = client.search_runs([client.get_experiment_by_name("mirnet-pipeline").experiment_id])
+    experiment = client.get_experiment_by_name("mirnet-pipeline").experiment_id
+    runs = client.search_runs([experiment], "tags.kind = 'training'")
     assert sorted(r.data.tags["variant"] for r in runs) == sorted(variants)
     assert all(r.info.status == "FINISHED" for r in runs)
     for variant, spec in variants.items():
-        assert int(client.get_model_version_by_alias(variant, "candidate").version) == 1
-        info = json.loads((clone / "reports" / variant / "mlflow.json").read_text())
-        assert f"eval.{spec['dataset']}.validation.output_psnr" in client.get_run(info["run_id"]).data.metrics
+        version = client.get_model_version_by_alias(variant, "candidate")
+        assert int(version.version) == 1
+        assert client.get_model_version_by_alias(variant, "champion").version == version.version  # the demo promotes
+        assert version.tags["promotion"] == "promoted" and version.tags["git_commit"] != "unknown"
+        key = f"eval.{spec['dataset']}.validation.output_psnr"
+        training = client.get_run(version.run_id)
+        assert key not in training.data.metrics  # finished training runs are not reopened
+        evaluation = client.get_run(version.tags["evaluation_run_id"])
+        assert evaluation.data.tags["kind"] == "evaluation" and evaluation.data.tags["variant"] == variant
+        figures = json.loads((clone / "reports/evaluation/metrics.json").read_text())[variant][spec["dataset"]]
+        assert evaluation.data.metrics[key] == pytest.approx(figures["validation"]["output_psnr"])
+        linked = client.get_logged_model(version.source.removeprefix("models:/")).metrics
+        assert [m.value for m in linked if m.key == key] == [evaluation.data.metrics[key]]
+
+
+# The README's registry example, in a fresh interpreter outside the project that never imports it
+README_REGISTRY = """
+import json, sys
+import mlflow, numpy as np
+mlflow.set_tracking_uri(sys.argv[1])
+photo = np.random.default_rng(0).random((1, 401, 602, 3), dtype=np.float32)  # sides no multiple of 4
+enhanced = mlflow.pyfunc.load_model("models:/mirnet@champion").predict(photo)
+model = mlflow.keras.load_model("models:/mirnet@champion")
+same = np.asarray(model.serve(photo))
+print(json.dumps({"shape": list(enhanced.shape), "range": [float(enhanced.min()), float(enhanced.max())],
+                  "difference": float(np.abs(same - enhanced).max()),
+                  "project_modules": sorted({"model", "tasks", "flows"} & set(sys.modules))}))
+"""
+
+
+def test_the_readme_registry_example_works_right_after_the_demo(demo, tmp_path):
+    clone, env, _ = demo
+    env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+    done = run([sys.executable, "-c", README_REGISTRY, f"sqlite:///{clone / 'mlflow.db'}"], tmp_path, env)
+    result = json.loads(done.strip().splitlines()[-1])
+    assert result["shape"] == [1, 401, 602, 3] and 0 <= result["range"][0] < result["range"][1] <= 1
+    assert result["difference"] < 1e-6 and result["project_modules"] == []
 
 
 def test_dvc_metrics_fit_a_screen_and_an_experiment_compares_with_the_baseline(demo, tmp_path):
@@ -161,8 +196,14 @@ def test_dvc_metrics_fit_a_screen_and_an_experiment_compares_with_the_baseline(d
     subprocess.run(git + ["commit", "-qm", "baseline: the demo's run"], cwd=clone, check=True)
     try:
         # `+`: a key params.yaml does not have yet (Hydra's syntax, as DVC takes it)
+        baseline = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True,
+                                  check=True).stdout.strip()
         experiment = run(dvc + ["exp", "run", "-S", "+variants.cnn128.train.learning_rate=0.001"], clone, env)
         assert "Running stage 'train@cnn128'" in experiment and "Running stage 'train@mirnet'" not in experiment
+        mlflow.set_tracking_uri(f"sqlite:///{clone / 'mlflow.db'}")
+        produced = MlflowClient().get_model_version_by_alias("cnn128", "candidate")  # the experiment's model
+        assert int(produced.version) == 2 and produced.tags["dvc.baseline_rev"] == baseline
+        assert produced.tags["dvc.experiment"] in experiment  # "Ran experiment(s): <name>"
 
         diff = run_json(dvc + ["metrics", "diff", "--json"], clone, env)
         changed = diff["reports/headline/cnn128.json"]["tid2013.gain"]
