@@ -4,6 +4,7 @@ Paths are relative to the project root, the working directory of every DVC
 stage and flow. ``dvc.yaml`` declares the same paths as stage outputs, and a
 test checks that the two agree.
 
+    data/params.checked                 params.yaml passed the checks (the first stage)
     data/raw/<dataset>/                 fetched, validated dataset
     data/downloads/                     archives being downloaded (resumable)
     data/prepared/<dataset>.parquet     pairs manifest
@@ -21,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 DATA = Path("data")
+PARAMS_CHECKED = DATA / "params.checked"
 RAW = DATA / "raw"
 DOWNLOADS = DATA / "downloads"
 PREPARED = DATA / "prepared"

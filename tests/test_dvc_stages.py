@@ -97,6 +97,7 @@ def test_outputs_are_where_the_artifacts_module_says(pipeline):
     outs = {name: set(o) for name, (_, _, o) in pipeline.items()}
     for dataset in ("tid2013", "lol"):
         assert outs[f"fetch@{dataset}"] == {str(artifacts.raw_dataset(dataset))}
+    assert outs["params"] == {str(artifacts.PARAMS_CHECKED)}
     assert outs["index"] == {str(artifacts.PREPARED)}
     assert outs["shards"] == {str(artifacts.SHARDS)}
     for name, paths in outs.items():
@@ -108,6 +109,19 @@ def test_outputs_are_where_the_artifacts_module_says(pipeline):
     assert all(p.startswith(f"{artifacts.EVALUATION}/") or p in (str(artifacts.COMPARISON), str(artifacts.HEADLINE))
                for p in outs["evaluate"])
     assert all(p.startswith(f"{artifacts.MODEL_ZOO}/") for p in outs["model_zoo"])
+
+
+def test_every_stage_waits_for_the_params_check():
+    """DVC deletes a stage's outputs before running it: the params check, which
+    every stage runs after, stops `dvc repro` on a mistake before that."""
+    import networkx as nx
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        graph = repo.index.graph  # an edge goes from a stage to a stage it depends on
+        check = next(s for s in graph if s.addressing == "params")
+        late = [s.addressing for s in graph if s is not check and check not in nx.descendants(graph, s)]
+        assert check.params and not late, late
 
 
 def test_git_tracks_no_pipeline_output(pipeline):

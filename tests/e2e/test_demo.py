@@ -233,6 +233,28 @@ def test_dvc_metrics_fit_a_screen_and_an_experiment_compares_with_the_baseline(d
     assert run_json(dvc + ["status", "--json"], clone, env) == {}
 
 
+def test_a_mistake_in_params_yaml_stops_dvc_before_any_result_is_lost(demo):
+    clone, env, _ = demo
+    dvc = [sys.executable, "-m", "dvc"]
+    results = [clone / "models/cnn128/model.keras", clone / "reports/evaluation/metrics.json",
+               clone / "reports/model_zoo/summary.json", clone / "data/shards"]
+    before = {path: path.stat().st_mtime_ns for path in results}
+    original = (clone / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    params["train"]["learnig_rate"] = 0.01  # a typo
+    try:
+        (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        failed = subprocess.run(dvc + ["repro"], cwd=clone, env=env, capture_output=True, text=True, timeout=600)
+        output = failed.stdout + failed.stderr
+        assert failed.returncode != 0 and "learnig_rate" in output, output[-3000:]
+        assert "Running stage 'params'" in output and output.count("Running stage") == 1, output[-3000:]
+        assert {path: path.stat().st_mtime_ns for path in results} == before  # nothing deleted or rewritten
+    finally:
+        (clone / "params.yaml").write_text(original)
+    fixed = run(dvc + ["repro"], clone, env)  # the check passes again; its unchanged output re-runs nothing
+    assert "Running stage 'params'" in fixed and fixed.count("Running stage") == 1, fixed[-3000:]
+
+
 def test_dvc_repro_is_trustworthy_after_the_demo(demo):
     clone, env, _ = demo
     dvc = [sys.executable, "-m", "dvc"]
