@@ -255,6 +255,36 @@ def test_a_mistake_in_params_yaml_stops_dvc_before_any_result_is_lost(demo):
     assert "Running stage 'params'" in fixed and fixed.count("Running stage") == 1, fixed[-3000:]
 
 
+def test_data_and_models_round_trip_through_an_s3_remote(demo, s3_bucket, tmp_path):
+    """The README's sharing route: an S3 remote (any S3-compatible endpoint,
+    here the S3 server on 127.0.0.1) committed in .dvc/config, `dvc push`, and
+    `dvc pull` into a fresh clone brings back datasets, shards, models, reports."""
+    clone, env, _ = demo
+    endpoint, bucket, s3 = s3_bucket
+    env = {**env, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    dvc = [sys.executable, "-m", "dvc"]
+    git = ["git", "-c", "user.name=newcomer", "-c", "user.email=newcomer@example.org"]
+    run(dvc + ["remote", "add", "-d", "shared", f"s3://{bucket}/mirnet-pipeline"], clone, env)
+    run(dvc + ["remote", "modify", "shared", "endpointurl", endpoint], clone, env)
+    subprocess.run(git + ["add", ".dvc/config", "dvc.lock"], cwd=clone, check=True)
+    subprocess.run(git + ["commit", "-qm", "a shared DVC remote"], cwd=clone, check=True)
+    pushed = run(dvc + ["push"], clone, env)
+    stored = s3.list_objects_v2(Bucket=bucket, Prefix="mirnet-pipeline/")["KeyCount"]
+    assert stored > 20, pushed[-2000:]
+
+    fresh = tmp_path / "colleague"
+    subprocess.run(["git", "clone", "-q", str(clone), str(fresh)], check=True, timeout=120)
+    assert not (fresh / "models").exists()
+    run(dvc + ["pull"], fresh, env)
+    assert run_json(dvc + ["status", "--json"], fresh, env) == {}  # every output there, as dvc.lock records it
+    for path in ("models/mirnet/model.keras", "data/shards/tid2013/train/manifest.json",
+                 "data/prepared/lol.parquet", "reports/evaluation/metrics.json"):
+        assert (fresh / path).read_bytes() == (clone / path).read_bytes(), path
+    raw = sorted(p.relative_to(clone / "data/raw") for p in (clone / "data/raw").rglob("*") if p.is_file())
+    assert raw and raw == sorted(p.relative_to(fresh / "data/raw") for p in (fresh / "data/raw").rglob("*")
+                                 if p.is_file())
+
+
 def test_dvc_repro_is_trustworthy_after_the_demo(demo):
     clone, env, _ = demo
     dvc = [sys.executable, "-m", "dvc"]

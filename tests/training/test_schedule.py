@@ -7,6 +7,7 @@ thing about them."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
+from flows.deploy import REGISTERED, SERVED
 from tests.training.tiny_project import build_tiny_project, register_candidate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,10 +72,10 @@ def served(tmp_path_factory):
         wait_for(lambda: _ok(f"{api}/health"), 180, "the Prefect server")
         serving = subprocess.Popen([sys.executable, "-c", SERVE.format(root=str(ROOT))], cwd=project,
                                    env=env, stdout=open(project / "serve.log", "w"), stderr=subprocess.STDOUT)
-        deployment = wait_for(lambda: _json("GET", f"{api}/deployments/name/retrain/scheduled-retrain"), 120,
+        deployment = wait_for(lambda: _json("GET", f"{api}/deployments/name/retrain/{SERVED}"), 120,
                               "the deployment")
         yield {"api": api, "deployment": deployment, "client": client, "version": version,
-               "log": project / "serve.log"}
+               "log": project / "serve.log", "env": env}
     finally:
         for process in (serving, server):
             if process is not None:
@@ -129,6 +131,54 @@ def test_a_scheduled_run_completes_and_promotes_the_candidate(served):
     run = wait_for(finished, 180, "the scheduled run to complete")
     assert run["auto_scheduled"] is True  # created by the scheduler, not by hand
     assert int(served["client"].get_model_version_by_alias("tiny", "champion").version) == served["version"]
+
+
+def test_the_registered_deployment_runs_on_a_worker_started_anywhere(served, tmp_path):
+    """The README's worker route on a copy of the repository (the tiny
+    project's params and stores beside the code): `python -m flows.deploy
+    register` there, then `prefect worker start --pool default` in another
+    directory runs the retrain flow in the repository and promotes. The served
+    deployment is still there (no name collision), and `prefect deploy --all`
+    (prefect.yaml) records the same working directory."""
+    api = served["api"]
+    repository = tmp_path / "repository"
+    repository.mkdir()
+    build_tiny_project(repository)
+    for part in ("flows", "tasks", "model"):
+        shutil.copytree(ROOT / part, repository / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "prefect.yaml", repository)
+    mlflow.set_tracking_uri(f"sqlite:///{repository / 'mlflow.db'}")
+    client = MlflowClient()
+    version = register_candidate(client, repository / "mlartifacts", 21.0)
+    for pool in ("default", "gpu"):  # what `prefect work-pool create NAME --type process` makes
+        _json("POST", f"{api}/work_pools/", {"name": pool, "type": "process"})
+    env = {k: v for k, v in served["env"].items() if k != "PYTHONPATH" and not k.startswith("MLFLOW_")}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    registered = subprocess.run([sys.executable, "-m", "flows.deploy", "register"], cwd=repository, env=env,
+                                capture_output=True, text=True, timeout=300)
+    assert registered.returncode == 0, registered.stderr[-3000:]
+    deployment = _json("GET", f"{api}/deployments/name/retrain/{REGISTERED}")
+    assert deployment["work_pool_name"] == "default"
+    assert (deployment.get("global_concurrency_limit") or {}).get("limit") == 1, deployment
+    assert deployment["pull_steps"] == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": str(repository)}}]
+    assert _json("GET", f"{api}/deployments/name/retrain/{SERVED}")["id"] == served["deployment"]["id"]
+    assert _json("GET", f"{api}/deployments/name/train/gpu-train")["work_pool_name"] == "gpu"
+
+    run = _json("POST", f"{api}/deployments/{deployment['id']}/create_flow_run",
+                {"parameters": {"pull": False, "reproduce": False}})
+    worker = subprocess.run([sys.executable, "-m", "prefect", "worker", "start", "--pool", "default", "--run-once"],
+                            cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600)
+    finished = _json("GET", f"{api}/flow_runs/{run['id']}")
+    assert finished["state_type"] == "COMPLETED", (finished["state"], worker.stdout[-3000:], worker.stderr[-3000:])
+    assert int(client.get_model_version_by_alias("tiny", "champion").version) == version
+
+    deployed = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"], cwd=repository,
+                              env=env, capture_output=True, text=True, timeout=300)
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    assert _json("GET", f"{api}/deployments/name/retrain/{REGISTERED}")["pull_steps"] == deployment["pull_steps"]
 
 
 def _ok(url) -> bool:
