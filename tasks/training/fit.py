@@ -117,7 +117,16 @@ class ValidationScores(keras.callbacks.Callback):
 class EpochLogger(keras.callbacks.Callback):
     """Per epoch: seconds, crops per second and the metrics, to MLflow and to a
     CSV history written atomically (so a kill never leaves a torn line). Runs
-    after ``ValidationScores``, whose time it leaves out of crops per second."""
+    after ``ValidationScores``, whose time it leaves out of crops per second.
+
+    Hand-written rather than Keras' ``CSVLogger`` plus MLflow's
+    ``MlflowCallback``: ``CSVLogger`` appends, so the epochs that
+    ``BackupAndRestore`` replays after a kill would appear twice and a kill
+    mid-write leaves a torn line, while this history is rewritten whole with
+    the replayed epochs replaced; and ``MlflowCallback`` logs the optimizer's
+    configuration as parameters when training begins, which fails on a resumed
+    run whose learning rate a plateau schedule has lowered (MLflow refuses to
+    change a parameter)."""
 
     def __init__(self, history_path: Path, crops_per_step: int, steps_per_epoch: int):
         super().__init__()
@@ -275,6 +284,10 @@ def fit_variant(name: str, params: Params, extra_callbacks=(), log_model: bool =
             "resumed": str(resumed)}
     with tracking.run(params.mlflow, name, checkpoints / "mlflow_run_id", tags) as run:
         tracking.log_params(flat)
+        tracking.log_shard_sets({
+            "training": (f"{variant.dataset}/{train_dir.name}", train_dir, tags["data.train_shards_manifest_sha256"]),
+            "validation": (f"{variant.dataset}/{validation_dir.name}", validation_dir,
+                           tags["data.validation_shards_manifest_sha256"])})
         tracking.log_metrics({"parameters": model.count_params(), "layers": count_layers(model)})
         model.fit(train_ds, epochs=settings.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=2)
 

@@ -106,6 +106,18 @@ def log_epoch(row: dict) -> None:
         log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
 
 
+def log_shard_sets(sets: dict[str, tuple[str, Path, str]]) -> None:
+    """The shard sets a run reads as MLflow dataset inputs, ``{context: (name,
+    folder, manifest SHA-256)}``: the run's Datasets tab lists them, with the
+    manifest's hash as digest, and runs can be searched by them."""
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    for context, (name, folder, sha256) in sets.items():
+        dataset = MetaDataset(LocalArtifactDatasetSource(str(Path(folder).resolve())), name=name, digest=sha256[:16])
+        mlflow.log_input(dataset, context=context, tags={"manifest_sha256": sha256})
+
+
 def log_artifact(path: Path) -> None:
     mlflow.log_artifact(str(path))
 

@@ -171,8 +171,10 @@ print(json.dumps({"shape": list(enhanced.shape), "range": [float(enhanced.min())
 def test_the_readme_registry_example_works_right_after_the_demo(demo, tmp_path):
     clone, env, _ = demo
     env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
-    done = run([sys.executable, "-c", README_REGISTRY, f"sqlite:///{clone / 'mlflow.db'}"], tmp_path, env)
-    result = json.loads(done.strip().splitlines()[-1])
+    done = subprocess.run([sys.executable, "-c", README_REGISTRY, f"sqlite:///{clone / 'mlflow.db'}"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["shape"] == [1, 401, 602, 3] and 0 <= result["range"][0] < result["range"][1] <= 1
     assert result["difference"] < 1e-6 and result["project_modules"] == []
 

@@ -111,6 +111,9 @@ def test_training_logs_everything_and_registers_a_candidate(tiny_project):
     assert run.data.params["model.options.channels"] == "4"
     assert run.data.tags["variant"] == "tiny" and len(run.data.tags["data.train_shards_manifest_sha256"]) == 64
     assert run.data.metrics["parameters"] == metrics["parameters"]
+    inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}  # mlflow.log_input: the shard sets read
+    assert sorted(inputs) == ["tid2013/train", "tid2013/validation_crops"]
+    assert inputs["tid2013/train"].dataset.digest == run.data.tags["data.train_shards_manifest_sha256"][:16]
     for key in ("loss", "val_psnr", "val_ssim", "val_mae", "seconds", "crops_per_second"):
         assert len(client.get_metric_history(run.info.run_id, key)) == 4, key
     assert any(k.startswith("system/") for k in run.data.metrics), sorted(run.data.metrics)
