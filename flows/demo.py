@@ -233,7 +233,10 @@ def promote_candidates(params) -> list[str]:
         except ValueError as exc:
             lines.append(f"  {variant:<12} {exc}")
             continue
-        verdict = "champion" if decision.promoted else "stays candidate"
+        if decision.promoted or decision.champion_version == decision.candidate_version:
+            verdict = "champion"
+        else:
+            verdict = f"candidate (champion: version {decision.champion_version})"
         lines.append(f"  {variant:<12} version {decision.candidate_version} {verdict}: {decision.reason}")
     return lines
 
