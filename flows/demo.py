@@ -32,9 +32,11 @@ from pathlib import Path
 from tasks import artifacts
 from tasks.config import ConfigError, load_params
 from tasks.services import prefect_server, start_child, stop_child
+from tasks.storage import atomic_write_text
 from tasks.training.headline import headline
 
 PREFECT_LOG = Path(".prefect") / "server.log"
+SUMMARY_FILE = artifacts.REPORTS / "demo_summary.txt"  # the last run's summary
 TRAINING = "train@"  # the foreach group of training stages
 JOBS = 2  # two at a time: one computes while the other starts up, reads or writes
 DVC = [sys.executable, "-m", "dvc"]
@@ -269,7 +271,9 @@ def main(argv: list[str]) -> int:
     print("\n>> MLflow registry (models:/<variant>@champion):\n" + "\n".join(promote_candidates(params)), flush=True)
     metrics_file = artifacts.EVALUATION / "metrics.json"
     if metrics_file.exists():
-        print("\n" + summary_text(json.loads(metrics_file.read_text()), time.monotonic() - started))
+        summary = summary_text(json.loads(metrics_file.read_text()), time.monotonic() - started)
+        atomic_write_text(SUMMARY_FILE, summary + "\n")  # docs/readme_figures.py puts it in the README
+        print("\n" + summary)
     return 0
 
 

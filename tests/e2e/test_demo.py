@@ -291,6 +291,28 @@ def test_data_and_models_round_trip_through_an_s3_remote(demo, s3_bucket, tmp_pa
                                  if p.is_file())
 
 
+def test_the_readme_figures_come_from_the_demo_and_the_script(demo):
+    """docs/readme_figures.py puts the demo's summary and figure into the README
+    and recomputes the model-zoo table, which must equal the committed one."""
+    clone, env, _ = demo
+    committed = (clone / "README.md").read_text()
+    try:
+        run([sys.executable, "docs/readme_figures.py"], clone, env)
+        readme = (clone / "README.md").read_text()
+
+        def block(text, name):
+            return re.search(rf"<!-- figures:{name} -->\n(.*?)<!-- /figures:{name} -->", text, re.DOTALL).group(1)
+
+        summary = (clone / "reports/demo_summary.txt").read_text()
+        assert summary.startswith("Done in ") and block(readme, "demo-summary") == f"```\n{summary}```\n"
+        assert block(readme, "model-zoo") == block(committed, "model-zoo")  # the README's table is current
+        assert "| mirnet | mirnet: num_rrg=3, num_mrb=2, channels=64 | 44,157,007 |" in block(readme, "model-zoo")
+        assert (clone / "docs/before_after.png").read_bytes() == (
+            clone / "reports/evaluation/before_after.png").read_bytes()
+    finally:
+        subprocess.run(["git", "checkout", "--", "README.md", "docs/before_after.png"], cwd=clone, check=True)
+
+
 def test_dvc_repro_is_trustworthy_after_the_demo(demo):
     clone, env, _ = demo
     dvc = [sys.executable, "-m", "dvc"]
