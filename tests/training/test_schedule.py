@@ -120,8 +120,8 @@ def test_a_scheduled_run_completes_and_promotes_the_candidate(served):
     api = served["api"]
     first = scheduled_runs(served, count=1)[0]
     now = datetime.now(timezone.utc).isoformat()
-    assert _json("POST", f"{api}/flow_runs/{first['id']}/set_state",
-                 {"state": {"type": "SCHEDULED", "state_details": {"scheduled_time": now}}, "force": True})
+    assert _api("POST", f"{api}/flow_runs/{first['id']}/set_state",
+                {"state": {"type": "SCHEDULED", "state_details": {"scheduled_time": now}}, "force": True})
 
     def finished():
         run = _json("GET", f"{api}/flow_runs/{first['id']}") or {}
@@ -151,7 +151,7 @@ def test_the_registered_deployment_runs_on_a_worker_started_anywhere(served, tmp
     client = MlflowClient()
     version = register_candidate(client, repository / "mlartifacts", 21.0)
     for pool in ("default", "gpu"):  # what `prefect work-pool create NAME --type process` makes
-        _json("POST", f"{api}/work_pools/", {"name": pool, "type": "process"})
+        _api("POST", f"{api}/work_pools/", {"name": pool, "type": "process"}, accept=(409,))  # 409: exists
     env = {k: v for k, v in served["env"].items() if k != "PYTHONPATH" and not k.startswith("MLFLOW_")}
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -159,26 +159,26 @@ def test_the_registered_deployment_runs_on_a_worker_started_anywhere(served, tmp
     registered = subprocess.run([sys.executable, "-m", "flows.deploy", "register"], cwd=repository, env=env,
                                 capture_output=True, text=True, timeout=300)
     assert registered.returncode == 0, registered.stderr[-3000:]
-    deployment = _json("GET", f"{api}/deployments/name/retrain/{REGISTERED}")
+    deployment = _api("GET", f"{api}/deployments/name/retrain/{REGISTERED}")
     assert deployment["work_pool_name"] == "default"
     assert (deployment.get("global_concurrency_limit") or {}).get("limit") == 1, deployment
     assert deployment["pull_steps"] == [
         {"prefect.deployments.steps.set_working_directory": {"directory": str(repository)}}]
-    assert _json("GET", f"{api}/deployments/name/retrain/{SERVED}")["id"] == served["deployment"]["id"]
-    assert _json("GET", f"{api}/deployments/name/train/gpu-train")["work_pool_name"] == "gpu"
+    assert _api("GET", f"{api}/deployments/name/retrain/{SERVED}")["id"] == served["deployment"]["id"]
+    assert _api("GET", f"{api}/deployments/name/train/gpu-train")["work_pool_name"] == "gpu"
 
-    run = _json("POST", f"{api}/deployments/{deployment['id']}/create_flow_run",
-                {"parameters": {"pull": False, "reproduce": False}})
+    run = _api("POST", f"{api}/deployments/{deployment['id']}/create_flow_run",
+               {"parameters": {"pull": False, "reproduce": False}})
     worker = subprocess.run([sys.executable, "-m", "prefect", "worker", "start", "--pool", "default", "--run-once"],
                             cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600)
-    finished = _json("GET", f"{api}/flow_runs/{run['id']}")
+    finished = _api("GET", f"{api}/flow_runs/{run['id']}")
     assert finished["state_type"] == "COMPLETED", (finished["state"], worker.stdout[-3000:], worker.stderr[-3000:])
     assert int(client.get_model_version_by_alias("tiny", "champion").version) == version
 
     deployed = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"], cwd=repository,
                               env=env, capture_output=True, text=True, timeout=300)
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
-    assert _json("GET", f"{api}/deployments/name/retrain/{REGISTERED}")["pull_steps"] == deployment["pull_steps"]
+    assert _api("GET", f"{api}/deployments/name/retrain/{REGISTERED}")["pull_steps"] == deployment["pull_steps"]
 
 
 def _ok(url) -> bool:
@@ -186,6 +186,14 @@ def _ok(url) -> bool:
         return requests.get(url, timeout=2).ok
     except requests.RequestException:
         return False
+
+
+def _api(method, url, body=None, accept=()):
+    """One call to the Prefect API that must succeed (or answer a status in
+    ``accept``): the generous timeout is for a loaded 2-core machine."""
+    response = requests.request(method, url, json=body, timeout=120)
+    assert response.ok or response.status_code in accept, (method, url, response.status_code, response.text[-2000:])
+    return response.json() if response.ok else None
 
 
 def _json(method, url, body=None):
