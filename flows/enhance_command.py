@@ -6,9 +6,10 @@
 What the user gives is checked first, in this light module, before Prefect,
 Keras or TensorFlow are imported: the options, that local folders exist, that
 the model file exists or the registry holds the model, the destination is
-not the source. A mistake costs a second and ends with one line (``mirnet-enhance: error: ...``) and exit status
-2; the flow itself lives in ``flows/enhance.py``. Paths are the user's, read
-from the working directory. The MLflow registry is ``--tracking-uri``, else
+not the source. A mistake costs a second and ends with one line
+(``mirnet-enhance: error: ...``) and exit status 2; the flow itself lives in
+``flows/enhance.py``. Paths are the user's, read from the working directory.
+The MLflow registry is ``--tracking-uri``, else
 ``MLFLOW_TRACKING_URI``, else the project's own store (params.yaml's
 ``mlflow.tracking_uri``, read from the project's folder), wherever the
 command runs from.

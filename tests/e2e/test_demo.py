@@ -18,12 +18,14 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from tasks.training.trained_models import logged_model_id
+
 ROOT = Path(__file__).resolve().parents[2]
 MIRNET_FAMILY = ("mirnet", "mirnet32", "mirnet_2x1", "mirnet_v2")
-DEMO_SECONDS = 8 * 60  # the goal; the README states the measured 7.6 minutes
+DEMO_SECONDS = 8 * 60  # the goal; the README states the measured time (9.4-10.2 minutes lately)
 
-# the demo plus the DVC checks after it: about 10 minutes here (a 16-minute
-# suite, 6 of them the fast tier); the limits leave three times the goal, and more
+# the demo plus the checks after it: about 20 minutes of a 35-minute suite on
+# 2 cores; the module's limit (39 minutes) is twice what it needs
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3 * DEMO_SECONDS + 900)]
 
 
@@ -150,7 +152,7 @@ def test_mlflow_has_a_finished_run_a_champion_and_an_evaluation_per_variant(demo
         assert evaluation.data.tags["kind"] == "evaluation" and evaluation.data.tags["variant"] == variant
         figures = json.loads((clone / "reports/evaluation/metrics.json").read_text())[variant][spec["dataset"]]
         assert evaluation.data.metrics[key] == pytest.approx(figures["validation"]["output_psnr"])
-        linked = client.get_logged_model(version.source.removeprefix("models:/")).metrics
+        linked = client.get_logged_model(logged_model_id(version)).metrics
         assert [m.value for m in linked if m.key == key] == [evaluation.data.metrics[key]]
 
 

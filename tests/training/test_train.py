@@ -127,9 +127,9 @@ def test_training_logs_everything_and_registers_a_candidate(tiny_project):
     # MLflow's own loaders, in a fresh interpreter that never imports the project
     images = np.random.default_rng(0).random((2, 37, 45, 3), dtype=np.float32)  # not the training crop's size
     np.save(tiny_project / "images.npy", images)
+    fresh = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     loaded = subprocess.run([sys.executable, "-c", MLFLOW_LOADERS, f"sqlite:///{tiny_project / 'mlflow.db'}"],
-                            cwd=tiny_project / "reports", env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
-                            capture_output=True, text=True, timeout=600)
+                            cwd=tiny_project / "reports", env=fresh, capture_output=True, text=True, timeout=600)
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert json.loads(loaded.stdout.splitlines()[-1]) == {"project_modules": []}
 
