@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
 import json, resource, sys, time
 sys.path.insert(0, {root!r})
-from tasks.batch.job import EnhanceJob, process_chunk
-from tasks.batch.stores import open_store
+from mirnet_pipeline.tasks.batch.job import EnhanceJob, process_chunk
+from mirnet_pipeline.tasks.batch.stores import open_store
 job = EnhanceJob(source={source!r}, destination={destination!r}, model={model!r}, state_dir={state!r})
 infos = open_store(job.source).list(job.include, job.exclude)
 started = time.perf_counter()
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     import keras
 
-    from model import build_model
+    from mirnet_pipeline.model import build_model
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)

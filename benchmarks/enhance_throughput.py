@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT))
 MEMORY_CHILD = """
 import sys, time, numpy as np, keras
 sys.path.insert(0, {root!r})
-from model import infer_tiled
-from tasks.batch.job import EnhanceJob, load_model
+from mirnet_pipeline.model import infer_tiled
+from mirnet_pipeline.tasks.batch.job import EnhanceJob, load_model
 m = load_model({model!r}).model if {tiled} else keras.saving.load_model({model!r})
 job = EnhanceJob(source="", destination="", model="")
 image = np.random.default_rng(0).random((4000, 6000, 3), dtype=np.float32)
@@ -56,7 +56,7 @@ print(time.perf_counter() - start)
 def make_model(path: Path) -> str:
     import keras
 
-    from model import build_model
+    from mirnet_pipeline.model import build_model
 
     keras.utils.set_random_seed(0)
     build_model("mirnet", num_rrg=1, num_mrb=1, channels=16).save(path)
@@ -64,8 +64,8 @@ def make_model(path: Path) -> str:
 
 
 def make_images(folder: Path, count: int) -> None:
-    from tasks.data.distortions import distort
-    from tasks.data.sample import TID_REFERENCES, tid_reference
+    from mirnet_pipeline.tasks.data.distortions import distort
+    from mirnet_pipeline.tasks.data.sample import TID_REFERENCES, tid_reference
 
     folder.mkdir(parents=True, exist_ok=True)
     numbers = sorted(TID_REFERENCES)
@@ -77,7 +77,7 @@ def make_images(folder: Path, count: int) -> None:
 def naive_loop(model_path: str, source: Path, out: Path) -> float:
     import keras
 
-    import model  # noqa: F401
+    import mirnet_pipeline.model  # noqa: F401
 
     m = keras.saving.load_model(model_path)
     out.mkdir(parents=True, exist_ok=True)
@@ -90,8 +90,8 @@ def naive_loop(model_path: str, source: Path, out: Path) -> float:
 
 
 def batch_job(model_path: str, source: Path, out: Path, batch: int, precision: str) -> float:
-    from tasks.batch.job import ChunkProcessor, EnhanceJob
-    from tasks.batch.stores import open_store
+    from mirnet_pipeline.tasks.batch.job import ChunkProcessor, EnhanceJob
+    from mirnet_pipeline.tasks.batch.stores import open_store
 
     job = EnhanceJob(source=str(source), destination=str(out), model=model_path, batch_size=batch,
                      precision=precision, state_dir=str(out / ".state"))
@@ -106,7 +106,7 @@ def batch_job(model_path: str, source: Path, out: Path, batch: int, precision: s
 
 def model_only(model_path: str, source: Path, batch: int) -> float:
     """Seconds for the model alone on the decoded images, ``batch`` at a time."""
-    from tasks.batch.job import load_model
+    from mirnet_pipeline.tasks.batch.job import load_model
 
     m = load_model(model_path).model
     images = np.stack([np.asarray(Image.open(p).convert("RGB"), np.float32) / 255.0

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import tensorflow as tf
 
-from tasks.data.shards import make_dataset, read_manifest
+from mirnet_pipeline.tasks.data.shards import make_dataset, read_manifest
 
 
 def baseline_dataset(pairs: pd.DataFrame, crop: int, batch: int):

@@ -117,7 +117,7 @@ def batches(args, height: int, width: int):
     import numpy as np
 
     if args.shards:
-        from tasks.data.shards import make_dataset
+        from mirnet_pipeline.tasks.data.shards import make_dataset
 
         yield from make_dataset(args.shards, args.batch, training=True, seed=0).as_numpy_iterator()
         return
@@ -131,7 +131,7 @@ def batches(args, height: int, width: int):
 def train(args, model, height: int, width: int) -> dict:
     import keras
 
-    from model import get_loss
+    from mirnet_pipeline.model import get_loss
 
     loss = get_loss(args.loss, weights="random") if args.loss.endswith("+perceptual") else get_loss(args.loss)
     backend = keras.backend.backend()
@@ -158,7 +158,7 @@ def train(args, model, height: int, width: int) -> dict:
 def infer_rate(args, model, height: int, width: int, gmacs_per_megapixel: float) -> dict:
     import numpy as np
 
-    from model import infer, infer_tiled
+    from mirnet_pipeline.model import infer, infer_tiled
 
     rng = np.random.default_rng(0)
     if args.tiled:
@@ -215,8 +215,8 @@ def main(argv=None) -> dict:
 
     import keras
 
-    from model import build_model
-    from model.complexity import describe
+    from mirnet_pipeline.model import build_model
+    from mirnet_pipeline.model.complexity import describe
 
     preset = PRESETS[args.preset]
     options = {**preset["options"], **parse_options(args.options)}

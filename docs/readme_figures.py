@@ -31,8 +31,8 @@ import yaml
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))  # run as a script: the project's packages come from this checkout
 
-from tasks import artifacts  # noqa: E402
-from tasks.config import parse_params, variant_options  # noqa: E402
+from mirnet_pipeline.tasks import artifacts  # noqa: E402
+from mirnet_pipeline.tasks.config import parse_params, variant_options  # noqa: E402
 
 SUMMARY = artifacts.REPORTS / "demo_summary.txt"
 FIGURE = artifacts.EVALUATION / "before_after.png"
@@ -48,7 +48,7 @@ def replace_block(text: str, name: str, body: str) -> str:
 
 def research_model_zoo(params_file: Path) -> str:
     """The research's variants as the README's Markdown table."""
-    from tasks.training.model_zoo import describe_variant
+    from mirnet_pipeline.tasks.training.model_zoo import describe_variant
 
     data = yaml.safe_load(params_file.read_text())
     params = parse_params({**data, "profile": "research"}, source=str(params_file))

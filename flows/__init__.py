@@ -1,11 +1,11 @@
-"""Prefect flows, one per pipeline stage, each runnable as ``python -m flows.<name>``.
+"""Prefect flows, one per pipeline stage, each runnable as ``python -m mirnet_pipeline.flows.<name>``.
 
 Flows only orchestrate: the work is in ``tasks`` (plain functions, no Prefect);
 a flow module wraps what it calls as ``@task`` itself."""
 
 import contextlib
 
-from tasks.environment import apply_defaults
+from mirnet_pipeline.tasks.environment import apply_defaults
 
 apply_defaults()
 
@@ -17,7 +17,7 @@ def prefect_api():
     server Prefect starts by itself outlives a parent that is killed."""
     from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
-    from tasks.services import prefect_server
+    from mirnet_pipeline.tasks.services import prefect_server
 
     if PREFECT_API_URL.value():
         yield PREFECT_API_URL.value()

@@ -3,7 +3,7 @@ random crops of the train split (``train``), one crop per validation pair
 (``validation_crops``, for per-epoch validation), whole images of every split
 (``train_full``, ``validation``, ``test``).
 
-    python -m flows.build_shards
+    python -m mirnet_pipeline.flows.build_shards
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import sys
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-from flows import prefect_api
-from tasks.config import Params, ShardSettings, load_params
-from tasks.data.datasets import DATASETS, build_shard_sets
+from mirnet_pipeline.flows import prefect_api
+from mirnet_pipeline.tasks.config import Params, ShardSettings, load_params
+from mirnet_pipeline.tasks.data.datasets import DATASETS, build_shard_sets
 
 
 @task(name="build-shard-sets")

@@ -1,7 +1,7 @@
 """The main job: the whole pipeline through DVC, with Prefect's own server on
 127.0.0.1 for its length, then what came out of it.
 
-    ./pipeline demo              # = python -m flows.demo
+    ./pipeline demo              # = python -m mirnet_pipeline.flows.demo
     ./pipeline demo --force      # arguments go to `dvc repro` (stages then run one at a time)
 
 DVC runs one stage at a time, and most stages of this pipeline do not depend
@@ -29,11 +29,11 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks import artifacts
-from tasks.config import ConfigError, load_params
-from tasks.services import prefect_server, start_child, stop_child
-from tasks.storage import atomic_write_text
-from tasks.training.headline import headline
+from mirnet_pipeline.tasks import artifacts
+from mirnet_pipeline.tasks.config import ConfigError, load_params
+from mirnet_pipeline.tasks.services import prefect_server, start_child, stop_child
+from mirnet_pipeline.tasks.storage import atomic_write_text
+from mirnet_pipeline.tasks.training.headline import headline
 
 PREFECT_LOG = Path(".prefect") / "server.log"
 SUMMARY_FILE = artifacts.REPORTS / "demo_summary.txt"  # the last run's summary
@@ -224,8 +224,8 @@ def promote_candidates(params) -> list[str]:
     for every variant: the ``candidate`` becomes ``champion`` when there is
     none yet or when it beats it by ``retrain.margin_db``. So the registry's
     ``models:/<variant>@champion`` exists after the demo. One line per variant."""
-    from tasks.training.promotion import decide_and_promote
-    from tasks.training.tracking import configure
+    from mirnet_pipeline.tasks.training.promotion import decide_and_promote
+    from mirnet_pipeline.tasks.training.tracking import configure
 
     configure(params.mlflow)
     lines = []

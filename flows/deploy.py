@@ -1,13 +1,13 @@
 """Deployments: scheduled retraining, and training on a GPU work pool.
 
     # serve the retrain schedule from this machine (this process runs the runs)
-    python -m flows.deploy serve
+    python -m mirnet_pipeline.flows.deploy serve
 
     # or register the deployments with a server and let workers run them
     prefect server start                              # terminal 1
     prefect work-pool create default --type process   # once
     prefect work-pool create gpu --type process       # once, on the GPU machine
-    python -m flows.deploy register                   # or: prefect deploy --all (prefect.yaml)
+    python -m mirnet_pipeline.flows.deploy register                   # or: prefect deploy --all (prefect.yaml)
     prefect worker start --pool default               # runs retrain, from any directory
     prefect worker start --pool gpu                   # on the GPU machine: runs train
 
@@ -25,15 +25,15 @@ from __future__ import annotations
 
 import sys
 
-from flows.retrain import retrain
-from flows.train import train
-from tasks.config import PROJECT_ROOT, load_params
+from mirnet_pipeline.flows.retrain import retrain
+from mirnet_pipeline.flows.train import train
+from mirnet_pipeline.tasks.config import PROJECT_ROOT, load_params
 
 SERVED = "scheduled-retrain-served"
 REGISTERED = "scheduled-retrain"
 GPU_TRAIN = "gpu-train"
 DESCRIPTION = "Pull data, reproduce the pipeline, promote the candidate if it is better."
-USAGE = "usage: python -m flows.deploy [serve|register]"
+USAGE = "usage: python -m mirnet_pipeline.flows.deploy [serve|register]"
 
 
 def retrain_deployment(cron: str | None = None, parameters: dict | None = None):

@@ -1,7 +1,7 @@
 """Flow and command line: enhance every image under a folder or S3 prefix.
 
     mirnet-enhance SOURCE DESTINATION --model models:/mirnet@champion
-    python -m flows.enhance data/raw/lol/eval15/low data/enhanced --model models/mirnet_lol/model.keras
+    python -m mirnet_pipeline.flows.enhance data/raw/lol/eval15/low data/enhanced --model models/mirnet_lol/model.keras
 
 SOURCE and DESTINATION are folders or ``s3://bucket/prefix``; the model is
 ``models:/<name>@<alias>``, ``models:/<name>/<version>`` or a ``.keras`` file.
@@ -21,9 +21,9 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from tqdm.auto import tqdm
 
-from flows import prefect_api
-from flows.enhance_command import CHUNK_WORKERS
-from tasks.batch.job import (DestinationBusy, EnhanceJob, OverlappingLocations, check_locations, chunks,
+from mirnet_pipeline.flows import prefect_api
+from mirnet_pipeline.flows.enhance_command import CHUNK_WORKERS
+from mirnet_pipeline.tasks.batch.job import (DestinationBusy, EnhanceJob, OverlappingLocations, check_locations, chunks,
                              claim_destination, key_text, ledger, listing, new_run_id, plan, process_chunk,
                              progress_reports, summarize, write_metrics)
 
@@ -120,7 +120,7 @@ def run(job: EnhanceJob, dask_address: str | None = None, chunk_workers: int = C
 
 def demo_stage() -> int:
     """The pipeline's enhance stage: the folder configured in params.yaml."""
-    from tasks.config import load_params
+    from mirnet_pipeline.tasks.config import load_params
 
     settings = load_params().enhance
     try:
@@ -134,7 +134,7 @@ def demo_stage() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from flows.enhance_command import main as command
+    from mirnet_pipeline.flows.enhance_command import main as command
 
     return command(argv)
 

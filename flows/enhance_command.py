@@ -23,9 +23,9 @@ import os
 import sys
 from pathlib import Path
 
-from tasks.batch.images import FORMATS
-from tasks.batch.job import PRECISION_NAMES, EnhanceJob, JobInputError, check_locations, preflight
-from tasks.training.trained_models import registered_version
+from mirnet_pipeline.tasks.batch.images import FORMATS
+from mirnet_pipeline.tasks.batch.job import PRECISION_NAMES, EnhanceJob, JobInputError, check_locations, preflight
+from mirnet_pipeline.tasks.training.trained_models import registered_version
 
 CHUNK_WORKERS = 1  # chunks at a time unless the user says otherwise (each has its own I/O threads)
 JOB = {f.name: f.default for f in dataclasses.fields(EnhanceJob) if f.default is not dataclasses.MISSING}
@@ -74,7 +74,7 @@ def parse(argv: list[str]) -> tuple[EnhanceJob, argparse.Namespace]:
 
 
 def tracking_uri(given: str | None) -> str | None:
-    from tasks.config import project_tracking_uri
+    from mirnet_pipeline.tasks.config import project_tracking_uri
 
     return given or os.environ.get("MLFLOW_TRACKING_URI") or project_tracking_uri()
 
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # JobInputError, ConfigError (a broken params.yaml) too
         print(f"mirnet-enhance: error: {exc}", file=sys.stderr)
         return 2
-    from flows.enhance import run
+    from mirnet_pipeline.flows.enhance import run
 
     return run(job, args.dask_address, args.chunk_workers)
 

@@ -1,8 +1,8 @@
 """Flow: evaluate the trained variants on whole images and compare them with
 doing nothing.
 
-    python -m flows.evaluate               # every variant, then the comparison
-    python -m flows.evaluate mirnet cnn128 # some variants, then the comparison
+    python -m mirnet_pipeline.flows.evaluate               # every variant, then the comparison
+    python -m mirnet_pipeline.flows.evaluate mirnet cnn128 # some variants, then the comparison
 
 Writes ``reports/evaluation/images/<variant>.parquet`` (one row per image:
 input and output PSNR, SSIM, MAE and colour cast), ``per_type.csv`` (means
@@ -21,9 +21,9 @@ import pandas as pd
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows import prefect_api
-from tasks.config import Params, load_params
-from tasks.training import evaluation
+from mirnet_pipeline.flows import prefect_api
+from mirnet_pipeline.tasks.config import Params, load_params
+from mirnet_pipeline.tasks.training import evaluation
 
 evaluate_split_task = task(evaluation.evaluate_variants, name="evaluate-split")
 figure_task = task(evaluation.write_figure, name="before-after-figure")

@@ -1,7 +1,7 @@
 """Flow: fetch datasets into ``data/raw/<name>``, validated, whole or not at all.
 
-    python -m flows.fetch tid2013
-    python -m flows.fetch lol
+    python -m mirnet_pipeline.flows.fetch tid2013
+    python -m mirnet_pipeline.flows.fetch lol
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import sys
 
 from prefect import flow, task
 
-from flows import prefect_api
-from tasks.config import DataSettings, load_params
-from tasks.data.datasets import DATASETS
-from tasks.data.datasets import fetch as fetch_dataset
+from mirnet_pipeline.flows import prefect_api
+from mirnet_pipeline.tasks.config import DataSettings, load_params
+from mirnet_pipeline.tasks.data.datasets import DATASETS
+from mirnet_pipeline.tasks.data.datasets import fetch as fetch_dataset
 
 
 @task(name="fetch-dataset")

@@ -1,7 +1,7 @@
 """Flow: index fetched datasets into pairs manifests ``data/prepared/<name>.parquet``
 (input, target, image id, distortion type and name, level, MOS, split).
 
-    python -m flows.index
+    python -m mirnet_pipeline.flows.index
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-from flows import prefect_api
-from tasks.config import DataSettings, load_params
-from tasks.data.datasets import DATASETS
-from tasks.data.datasets import index as index_dataset
+from mirnet_pipeline.flows import prefect_api
+from mirnet_pipeline.tasks.config import DataSettings, load_params
+from mirnet_pipeline.tasks.data.datasets import DATASETS
+from mirnet_pipeline.tasks.data.datasets import index as index_dataset
 
 
 @task(name="index-dataset")

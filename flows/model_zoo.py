@@ -3,7 +3,7 @@
 Writes ``reports/model_zoo/summary.json`` (DVC metrics) and ``summary.md``,
 and publishes the table as a Prefect artifact.
 
-    python -m flows.model_zoo
+    python -m mirnet_pipeline.flows.model_zoo
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows import prefect_api
-from tasks import artifacts
-from tasks.config import Params, load_params, variant_options
-from tasks.storage import atomic_write_json, atomic_write_text
-from tasks.training.model_zoo import describe_variant, markdown_table
+from mirnet_pipeline.flows import prefect_api
+from mirnet_pipeline.tasks import artifacts
+from mirnet_pipeline.tasks.config import Params, load_params, variant_options
+from mirnet_pipeline.tasks.storage import atomic_write_json, atomic_write_text
+from mirnet_pipeline.tasks.training.model_zoo import describe_variant, markdown_table
 
 
 describe_variant_task = task(describe_variant, name="describe-variant")

@@ -1,6 +1,6 @@
 """The first stage: params.yaml checked before any other stage runs.
 
-    python -m flows.params
+    python -m mirnet_pipeline.flows.params
 
 DVC deletes a stage's outputs before it runs the stage's command, so a
 stage that found a mistake in params.yaml only after starting would already
@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import sys
 
-from tasks import artifacts
-from tasks.config import ConfigError, load_params
-from tasks.storage import atomic_write_text
+from mirnet_pipeline.tasks import artifacts
+from mirnet_pipeline.tasks.config import ConfigError, load_params
+from mirnet_pipeline.tasks.storage import atomic_write_text
 
 PASSED = "params.yaml passed the checks of tasks/config.py\n"
 

@@ -6,7 +6,7 @@ and re-evaluated), then promote the ``candidate`` of ``retrain.variant`` to
 Two retrains never run at once (a lock here, and a deployment concurrency
 limit of 1 in ``flows/deploy.py``).
 
-    python -m flows.retrain
+    python -m mirnet_pipeline.flows.retrain
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from filelock import FileLock, Timeout
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows import prefect_api
-from tasks.config import Params, load_params
-from tasks.training.promotion import decide_and_promote
-from tasks.training.tracking import configure
+from mirnet_pipeline.flows import prefect_api
+from mirnet_pipeline.tasks.config import Params, load_params
+from mirnet_pipeline.tasks.training.promotion import decide_and_promote
+from mirnet_pipeline.tasks.training.tracking import configure
 
 LOCK_FILE = ".retrain.lock"
 

@@ -1,6 +1,6 @@
 """Flow: train one variant from params.yaml (a DVC stage per variant).
 
-    python -m flows.train mirnet
+    python -m mirnet_pipeline.flows.train mirnet
 
 Outputs ``models/<variant>/model.keras`` and ``reports/<variant>/`` (metrics,
 history, curves, grid); an MLflow run with everything; a new registered model
@@ -15,9 +15,9 @@ import sys
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows import prefect_api
-from tasks.config import Params, load_params
-from tasks.training.fit import fit_variant
+from mirnet_pipeline.flows import prefect_api
+from mirnet_pipeline.tasks.config import Params, load_params
+from mirnet_pipeline.tasks.training.fit import fit_variant
 
 
 @task(name="fit-variant")

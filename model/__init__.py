@@ -2,14 +2,14 @@
 metrics and inference helper. Keras 3 only (``keras.layers`` and ``keras.ops``),
 so the same code runs under the TensorFlow, JAX and PyTorch backends."""
 
-from model import cnn, mirnet, mirnet_v2  # noqa: F401  (register the architectures)
-from model.attention import ChannelPooling, NonLocalBlock, StreamSoftmax
-from model.inference import AnySize, infer, infer_tiled, reflect_pad
-from model.losses import LOSSES, PerceptualLoss, charbonnier, get_loss, loss_names
-from model.metrics import mae, mae_metric, psnr, psnr_metric, reference_scores, ssim, ssim_metric
-from model.mirnet_v2 import BilinearUpSampling2D, ContextBlock, ResidualContextBlock, SelectiveKernelFusion
-from model.precision import PRECISIONS, with_precision
-from model.registry import ARCHITECTURES, build_model, get_architecture, size_multiple
+from mirnet_pipeline.model import cnn, mirnet, mirnet_v2  # noqa: F401  (register the architectures)
+from mirnet_pipeline.model.attention import ChannelPooling, NonLocalBlock, StreamSoftmax
+from mirnet_pipeline.model.inference import AnySize, infer, infer_tiled, reflect_pad
+from mirnet_pipeline.model.losses import LOSSES, PerceptualLoss, charbonnier, get_loss, loss_names
+from mirnet_pipeline.model.metrics import mae, mae_metric, psnr, psnr_metric, reference_scores, ssim, ssim_metric
+from mirnet_pipeline.model.mirnet_v2 import BilinearUpSampling2D, ContextBlock, ResidualContextBlock, SelectiveKernelFusion
+from mirnet_pipeline.model.precision import PRECISIONS, with_precision
+from mirnet_pipeline.model.registry import ARCHITECTURES, build_model, get_architecture, size_multiple
 
 __all__ = [
     "ARCHITECTURES",

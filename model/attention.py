@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from model.registry import PACKAGE
+from mirnet_pipeline.model.registry import PACKAGE
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from model.registry import register_architecture
+from mirnet_pipeline.model.registry import register_architecture
 
 
 @register_architecture(

@@ -13,7 +13,7 @@ import math
 import keras
 from keras import layers
 
-from model.registry import build_model, get_architecture
+from mirnet_pipeline.model.registry import build_model, get_architecture
 
 
 def _shape_list(shapes):

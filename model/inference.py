@@ -12,7 +12,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from model.registry import size_multiple as registered_multiple
+from mirnet_pipeline.model.registry import size_multiple as registered_multiple
 
 
 def padding_for(height: int, width: int, multiple: int) -> tuple[int, int]:

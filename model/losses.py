@@ -9,7 +9,7 @@ import os
 import keras
 from keras import ops
 
-from model.registry import PACKAGE
+from mirnet_pipeline.model.registry import PACKAGE
 
 CHARBONNIER_EPSILON = 1e-3
 

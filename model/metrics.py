@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from model.registry import PACKAGE
+from mirnet_pipeline.model.registry import PACKAGE
 
 DATA_RANGE = 1.0
 MIN_MSE = 1e-10  # identical images score 100 dB instead of infinity

@@ -13,9 +13,9 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from model.attention import NonLocalBlock, dual_attention_unit, selective_kernel_feature_fusion
-from model.registry import register_architecture
-from model.residual import global_residual
+from mirnet_pipeline.model.attention import NonLocalBlock, dual_attention_unit, selective_kernel_feature_fusion
+from mirnet_pipeline.model.registry import register_architecture
+from mirnet_pipeline.model.residual import global_residual
 
 
 def down_sampling_module(x):

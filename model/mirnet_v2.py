@@ -16,9 +16,9 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from model.registry import PACKAGE
-from model.registry import register_architecture
-from model.residual import global_residual
+from mirnet_pipeline.model.registry import PACKAGE
+from mirnet_pipeline.model.registry import register_architecture
+from mirnet_pipeline.model.residual import global_residual
 
 LEAKY_SLOPE = 0.2
 

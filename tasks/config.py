@@ -38,7 +38,7 @@ def declared_architectures() -> dict[str, dict[str, tuple[Any, Any]]]:
     TensorFlow, seconds that checking params.yaml must not cost. The builder
     signatures stay the one place where options and defaults are written; a
     test checks this reading against ``model.ARCHITECTURES``."""
-    package = importlib.util.find_spec("model")
+    package = importlib.util.find_spec("mirnet_pipeline.model")
     if package is None or not package.submodule_search_locations:
         raise ConfigError("the model package is not importable")
     found: dict[str, dict[str, tuple[Any, Any]]] = {}

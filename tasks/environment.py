@@ -2,7 +2,7 @@
 
 ``apply_defaults()`` runs before Prefect, MLflow or boto3 are imported (the
 ``flows`` package calls it first thing); values a user has already set win.
-``python -m tasks.environment`` prints the same defaults as shell ``export``
+``python -m mirnet_pipeline.tasks.environment`` prints the same defaults as shell ``export``
 lines, which ``./pipeline`` evaluates so that every command it runs (``dvc``,
 ``mlflow ui``, ``prefect server start``) gets them too.
 """

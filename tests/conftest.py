@@ -14,7 +14,7 @@ os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect-home-"))
 # can find any that outlived their test (pytest_sessionfinish below).
 SESSION_MARK = "MIRNET_PIPELINE_TEST_SESSION"
 os.environ[SESSION_MARK] = uuid.uuid4().hex
-from tasks.environment import apply_defaults  # noqa: E402
+from mirnet_pipeline.tasks.environment import apply_defaults  # noqa: E402
 
 apply_defaults()
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.config import ConfigError, load_params, parse_params, variant_options
+from mirnet_pipeline.tasks.config import ConfigError, load_params, parse_params, variant_options
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,8 +88,8 @@ def test_a_variant_overrides_single_perceptual_settings():
 def test_architecture_options_read_from_source_match_the_builders():
     import inspect
 
-    from model import ARCHITECTURES as built
-    from tasks.config import ARCHITECTURES as declared
+    from mirnet_pipeline.model import ARCHITECTURES as built
+    from mirnet_pipeline.tasks.config import ARCHITECTURES as declared
 
     assert set(declared) == set(built)
     for name, arch in built.items():
@@ -102,8 +102,8 @@ def test_reading_params_does_not_import_tensorflow():
     import subprocess
     import sys
 
-    code = ("import sys; from tasks.config import load_params; load_params(); "
-            "print(sorted(m for m in ('keras', 'tensorflow', 'model') if m in sys.modules))")
+    code = ("import sys; from mirnet_pipeline.tasks.config import load_params; load_params(); "
+            "print(sorted(m for m in ('keras', 'tensorflow', 'mirnet_pipeline.model') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

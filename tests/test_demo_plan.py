@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flows.demo import Plan, plan, ready
+from mirnet_pipeline.flows.demo import Plan, plan, ready
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,7 +15,7 @@ def test_a_stale_stage_takes_everything_downstream_and_nothing_upstream(monkeypa
     trainings = {s for s in result.commands if s.startswith("train@")}
     assert set(result.commands) == {"shards", "evaluate", "enhance", *trainings}
     assert len(trainings) == 7
-    assert result.commands["train@mirnet"] == "python -m flows.train mirnet"
+    assert result.commands["train@mirnet"] == "python -m mirnet_pipeline.flows.train mirnet"
     assert result.needs["shards"] == set()
     assert result.needs["enhance"] == {"shards", "train@mirnet_lol"}  # enhancement uses the LoL model only
     assert result.needs["evaluate"] == {"shards", *trainings}

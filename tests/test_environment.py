@@ -7,13 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tasks.environment import DEFAULTS
+from mirnet_pipeline.tasks.environment import DEFAULTS
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def exported(env: dict) -> dict:
-    script = 'eval "$("$PYTHON" -m tasks.environment)"; env'
+    script = 'eval "$("$PYTHON" -m mirnet_pipeline.tasks.environment)"; env'
     out = subprocess.run(["bash", "-c", script], cwd=ROOT, env={**env, "PYTHON": sys.executable},
                          capture_output=True, text=True, check=True).stdout
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
@@ -27,5 +27,5 @@ def test_the_shell_gets_every_default_and_a_users_setting_wins():
 
 def test_the_pipeline_script_takes_its_defaults_from_the_table():
     script = (ROOT / "pipeline").read_text()
-    assert "python -m tasks.environment" in script
+    assert "python -m mirnet_pipeline.tasks.environment" in script
     assert not [key for key in DEFAULTS if f"export {key}" in script]  # written once

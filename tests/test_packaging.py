@@ -1,9 +1,12 @@
-"""Every third-party module the project imports is a declared dependency."""
+"""Packaging: every third-party module the project imports is a declared
+dependency, plain pip resolves the install, and the wheel claims one name."""
 
 from __future__ import annotations
 
 import ast
 import importlib.metadata
+import json
+import os
 import sys
 import tomllib
 from pathlib import Path
@@ -12,7 +15,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT = {"model", "tasks", "flows", "tests", *(p.stem for p in (ROOT / "benchmarks").glob("*.py"))}
+PROJECT = {"mirnet_pipeline", "tests", *(p.stem for p in (ROOT / "benchmarks").glob("*.py"))}
 # the other Keras backends: imported only where KERAS_BACKEND names them
 # (tasks/training/fit.py, benchmarks), installed by whoever chooses them
 OPTIONAL_BACKENDS = {"jax", "torch"}
@@ -79,7 +82,6 @@ def test_plain_pip_resolves_the_cpu_install_without_backtracking(tmp_path):
     fetched 65 aiobotocore releases, before boto3 and botocore were bounded to
     what aiobotocore allows (now about a minute, a few packages fetched twice or,
     databricks-sdk under mlflow, 7 times). Needs the package index."""
-    import json
     import re
     import subprocess
     from collections import defaultdict
@@ -98,3 +100,48 @@ def test_plain_pip_resolves_the_cpu_install_without_backtracking(tmp_path):
     chosen = {canonicalize_name(item["metadata"]["name"]): item["metadata"]["version"]
               for item in json.loads(report.read_text())["install"]}
     assert {"tensorflow-cpu", "keras", "prefect", "dvc-s3", "mlflow", "boto3", "aiobotocore"} <= set(chosen)
+
+
+def test_the_wheel_installs_one_package_and_no_generic_top_level_names(tmp_path):
+    """The wheel holds mirnet_pipeline.{model,tasks,flows} (every module of the
+    repository's three folders, listed packages complete) and nothing else at
+    its top level; installed into a folder of its own, it imports from there,
+    and the checkout's stand-in (mirnet_pipeline.py) is not part of it."""
+    import shutil
+    import subprocess
+    import zipfile
+
+    source = tmp_path / "source"  # a copy: building writes build/ and *.egg-info next to pyproject.toml
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "mirnet_pipeline.py"):
+        shutil.copy(ROOT / name, source)
+    for folder in ("model", "tasks", "flows"):
+        shutil.copytree(ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    built = subprocess.run([sys.executable, "-c", "import setuptools.build_meta as b, sys; "
+                            "print(b.build_wheel(sys.argv[1]))", str(tmp_path / "dist")],
+                           cwd=source, capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-3000:]
+    wheel = tmp_path / "dist" / built.stdout.split()[-1]
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names if ".dist-info/" not in n} == {"mirnet_pipeline"}
+    modules = {f"mirnet_pipeline/{p.relative_to(ROOT).as_posix()}"
+               for folder in ("model", "tasks", "flows") for p in (ROOT / folder).rglob("*.py")}
+    assert modules - set(names) == set()
+    assert {n for n in names if n.endswith(".py")} == modules  # no stand-in, no __init__ claiming the name
+    entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+    scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "mirnet-enhance = mirnet_pipeline.flows.enhance_command:main" in scripts
+
+    target = tmp_path / "installed"
+    with zipfile.ZipFile(wheel) as archive:  # what pip install --target does with a pure wheel
+        archive.extractall(target)
+    code = ("import importlib.util, json, mirnet_pipeline.tasks.config as c; "
+            "print(json.dumps([c.__file__, [n for n in ('model', 'tasks', 'flows') if importlib.util.find_spec(n)],"
+            " sorted(c.declared_architectures())]))")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(target)}
+    imported = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=300)
+    assert imported.returncode == 0, imported.stderr[-3000:]
+    file, generic, architectures = json.loads(imported.stdout)
+    assert file == str(target / "mirnet_pipeline" / "tasks" / "config.py")
+    assert generic == [] and architectures == ["cnn", "mirnet", "mirnet_v2"]

@@ -44,12 +44,12 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from tasks.batch.images import (EXTENSIONS, FORMATS, HEADER_BYTES, ImageError, check_header, decode, encode,
+from mirnet_pipeline.tasks.batch.images import (EXTENSIONS, FORMATS, HEADER_BYTES, ImageError, check_header, decode, encode,
                                 no_reference)
-from tasks.batch.stores import UnsafeKey, check_key, open_store
-from tasks.runtime import limit_malloc_arenas, release_freed_memory
-from tasks.storage import atomic_write_bytes, remove_temporaries
-from tasks.training.trained_models import load_model as load_trained, registry_reference
+from mirnet_pipeline.tasks.batch.stores import UnsafeKey, check_key, open_store
+from mirnet_pipeline.tasks.runtime import limit_malloc_arenas, release_freed_memory
+from mirnet_pipeline.tasks.storage import atomic_write_bytes, remove_temporaries
+from mirnet_pipeline.tasks.training.trained_models import load_model as load_trained, registry_reference
 
 STATUS_OK, STATUS_SKIPPED, STATUS_ERROR = "ok", "skipped", "error"
 # model.precision.PRECISIONS' names, written out so that checking a job does
@@ -149,7 +149,7 @@ class LoadedModel:
 def load_model(uri: str, precision: str = "float32") -> LoadedModel:
     """The model from MLflow (``models:/...``) or a ``.keras`` file, computing in
     ``precision``; chunk processors of one process share it and its lock."""
-    from model import with_precision
+    from mirnet_pipeline.model import with_precision
 
     model, version = load_trained(uri)
     return LoadedModel(with_precision(model, precision), version)
@@ -235,7 +235,7 @@ def listing(job: "EnhanceJob") -> list:
 
 
 def _reference_scores(reference: np.ndarray, output: np.ndarray) -> dict:
-    from model import reference_scores
+    from mirnet_pipeline.model import reference_scores
 
     if reference.shape != output.shape:
         raise ImageError(f"reference is {reference.shape[1]}x{reference.shape[0]}, "
@@ -257,7 +257,7 @@ class ChunkProcessor:
 
     def _infer_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """Images of one shape: batched whole when they fit a tile, else tiled one by one."""
-        from model import infer, infer_tiled
+        from mirnet_pipeline.model import infer, infer_tiled
 
         with self.lock:
             height, width = images[0].shape[:2]

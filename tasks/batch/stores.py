@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from tasks.storage import atomic_write_bytes, s3_client
+from mirnet_pipeline.tasks.storage import atomic_write_bytes, s3_client
 
 
 BODY_ATTEMPTS = 6  # reads of an object whose body breaks off

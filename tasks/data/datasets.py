@@ -12,12 +12,12 @@ from typing import Callable
 
 import pandas as pd
 
-from tasks import artifacts
-from tasks.data import lol, sample, tid2013
-from tasks.config import DataSettings, ShardSettings
-from tasks.data.fetch import fetch_dataset
-from tasks.data.shards import ShardSet, write_shard_sets
-from tasks.storage import atomic_write_bytes, file_sha256
+from mirnet_pipeline.tasks import artifacts
+from mirnet_pipeline.tasks.data import lol, sample, tid2013
+from mirnet_pipeline.tasks.config import DataSettings, ShardSettings
+from mirnet_pipeline.tasks.data.fetch import fetch_dataset
+from mirnet_pipeline.tasks.data.shards import ShardSet, write_shard_sets
+from mirnet_pipeline.tasks.storage import atomic_write_bytes, file_sha256
 
 
 @dataclass(frozen=True)

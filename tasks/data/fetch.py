@@ -36,7 +36,7 @@ import requests
 from tenacity import Retrying, retry_if_exception_type, wait_exponential
 from tqdm.auto import tqdm
 
-from tasks.storage import atomic_directory, atomic_write_json, file_sha256, s3_client
+from mirnet_pipeline.tasks.storage import atomic_directory, atomic_write_json, file_sha256, s3_client
 
 LOCK_FILE = Path("sources.lock.json")
 CHUNK = 1 << 20

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.data.layout import check_images, find_child, find_dataset_root, index_folder, raise_if
+from mirnet_pipeline.tasks.data.layout import check_images, find_child, find_dataset_root, index_folder, raise_if
 
 SIZE = (600, 400)
 PARTS = ("our485", "eval15")

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tasks.data import lol, tid2013
-from tasks.data.distortions import DISTORTIONS, LEVELS, distort
+from mirnet_pipeline.tasks.data import lol, tid2013
+from mirnet_pipeline.tasks.data.distortions import DISTORTIONS, LEVELS, distort
 
 
 

@@ -30,7 +30,7 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from tasks.storage import atomic_directory, atomic_write_json, file_sha256
+from mirnet_pipeline.tasks.storage import atomic_directory, atomic_write_json, file_sha256
 
 MANIFEST = "manifest.json"
 TARGET_SHARD_BYTES = 150 * 2**20
@@ -207,7 +207,7 @@ def read_manifest(split_dir: str | os.PathLike, verify: bool = False) -> dict:
     split_dir = Path(split_dir)
     path = split_dir / MANIFEST
     if not path.exists():
-        raise ShardError(f"{path}: missing; build the shards first (python -m flows.build_shards)")
+        raise ShardError(f"{path}: missing; build the shards first (python -m mirnet_pipeline.flows.build_shards)")
     manifest = json.loads(path.read_text())
     for shard in manifest["shards"]:
         file = split_dir / shard["file"]

@@ -18,13 +18,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from model import infer, psnr, reference_scores
-from tasks import artifacts
-from tasks.config import FigureRow, MlflowSettings, Params
-from tasks.data.distortions import DISTORTION_NAMES
-from tasks.data.shards import make_dataset, read_metadata
-from tasks.storage import atomic_directory, atomic_write_bytes, atomic_write_json, atomic_write_text
-from tasks.training.headline import headline_files
+from mirnet_pipeline.model import infer, psnr, reference_scores
+from mirnet_pipeline.tasks import artifacts
+from mirnet_pipeline.tasks.config import FigureRow, MlflowSettings, Params
+from mirnet_pipeline.tasks.data.distortions import DISTORTION_NAMES
+from mirnet_pipeline.tasks.data.shards import make_dataset, read_metadata
+from mirnet_pipeline.tasks.storage import atomic_directory, atomic_write_bytes, atomic_write_json, atomic_write_text
+from mirnet_pipeline.tasks.training.headline import headline_files
 
 KEYS = ("psnr", "ssim", "mae")
 CHANNELS = ("r", "g", "b")
@@ -284,7 +284,7 @@ def evaluate_variants(variants: list[str], dataset: str, split: str, max_images:
                       figure: list[FigureRow]) -> tuple[pd.DataFrame, dict]:
     """The trained ``variants`` scored on one split of ``dataset`` (``evaluate_split``),
     and the panels of the figure rows on it, keyed (dataset, variant, type)."""
-    from tasks.training.trained_models import load_model
+    from mirnet_pipeline.tasks.training.trained_models import load_model
 
     models = {v: load_model(artifacts.model_file(v))[0] for v in variants}
     keep: dict[str, tuple[int, ...]] = {}
@@ -370,8 +370,8 @@ def log_evaluation(settings: MlflowSettings, results: dict) -> dict[str, str]:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from tasks.training import tracking
-    from tasks.training.trained_models import logged_model_id
+    from mirnet_pipeline.tasks.training import tracking
+    from mirnet_pipeline.tasks.training.trained_models import logged_model_id
 
     tracking.configure(settings)
     client = MlflowClient()

@@ -16,14 +16,14 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from model import build_model, infer, get_loss, mae, psnr, ssim
-from model.complexity import count_layers
-from tasks.config import Params, TrainSettings, variant_options
-from tasks.runtime import tune_for_this_machine
-from tasks.data.shards import make_dataset, read_manifest
-from tasks.storage import atomic_write_json, atomic_write_text, file_sha256
-from tasks import artifacts
-from tasks.training import tracking
+from mirnet_pipeline.model import build_model, infer, get_loss, mae, psnr, ssim
+from mirnet_pipeline.model.complexity import count_layers
+from mirnet_pipeline.tasks.config import Params, TrainSettings, variant_options
+from mirnet_pipeline.tasks.runtime import tune_for_this_machine
+from mirnet_pipeline.tasks.data.shards import make_dataset, read_manifest
+from mirnet_pipeline.tasks.storage import atomic_write_json, atomic_write_text, file_sha256
+from mirnet_pipeline.tasks import artifacts
+from mirnet_pipeline.tasks.training import tracking
 
 
 class _SingleDevice:

@@ -1,7 +1,7 @@
 """The model-zoo report: size and cost of each configured variant, and a
 one-screen summary for any architecture and option set from the command line.
 
-    python -m tasks.training.model_zoo mirnet num_rrg=3 num_mrb=2 channels=32
+    python -m mirnet_pipeline.tasks.training.model_zoo mirnet num_rrg=3 num_mrb=2 channels=32
     mirnet-summary cnn channels=256
 """
 
@@ -13,8 +13,8 @@ import sys
 
 import yaml
 
-from model import ARCHITECTURES, get_architecture
-from model.complexity import describe
+from mirnet_pipeline.model import ARCHITECTURES, get_architecture
+from mirnet_pipeline.model.complexity import describe
 
 
 def describe_variant(arch: str, options: dict, height: int = 1000, width: int = 1000) -> dict:

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from tasks.training.tracking import CANDIDATE, CHAMPION
-from tasks.training.trained_models import logged_model_id
+from mirnet_pipeline.tasks.training.tracking import CANDIDATE, CHAMPION
+from mirnet_pipeline.tasks.training.trained_models import logged_model_id
 
 
 @dataclass

@@ -15,7 +15,7 @@ from filelock import FileLock
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from tasks.config import MlflowSettings
+from mirnet_pipeline.tasks.config import MlflowSettings
 
 CANDIDATE, CHAMPION = "candidate", "champion"
 
@@ -160,7 +160,7 @@ def log_and_register_model(model, name: str, keras_file: Path, tags: dict[str, s
 
     import keras
 
-    from model import AnySize
+    from mirnet_pipeline.model import AnySize
 
     requirements = []
     for package in ("keras", "tensorflow-cpu", "tensorflow", "numpy"):

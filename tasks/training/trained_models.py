@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.storage import file_sha256
+from mirnet_pipeline.tasks.storage import file_sha256
 
 
 class ModelNotFound(FileNotFoundError):
@@ -41,8 +41,8 @@ def load_model(uri: str | Path):
     ``<name>/<version>`` or ``sha256:<first 12 hex digits>`` of the file."""
     import keras
 
-    import model as _registered  # noqa: F401  (custom layers, losses, metrics)
-    from tasks.runtime import tune_for_this_machine
+    import mirnet_pipeline.model as _registered  # noqa: F401  (custom layers, losses, metrics)
+    from mirnet_pipeline.tasks.runtime import tune_for_this_machine
 
     tune_for_this_machine()
     uri = str(uri)

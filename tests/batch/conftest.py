@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import pytest
 
-from model import build_model
+from mirnet_pipeline.model import build_model
 
 
 @pytest.fixture(scope="session")

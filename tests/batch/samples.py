@@ -22,7 +22,7 @@ def photo(width=64, height=48, seed=0) -> Image.Image:
 
 def run(job):
     """The flow's summary, also when images failed (the run then ends Failed)."""
-    from flows.enhance import ImagesFailed, enhance_folder as flow
+    from mirnet_pipeline.flows.enhance import ImagesFailed, enhance_folder as flow
 
     try:
         return flow(job)

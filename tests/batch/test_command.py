@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.enhance_command import main
-from tasks.config import PROJECT_ROOT, absolute_tracking_uri, project_tracking_uri
+from mirnet_pipeline.flows.enhance_command import main
+from mirnet_pipeline.tasks.config import PROJECT_ROOT, absolute_tracking_uri, project_tracking_uri
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FRESH = """
 import sys
 sys.path.insert(0, {root!r})
-from flows.enhance_command import main
+from mirnet_pipeline.flows.enhance_command import main
 status = main(sys.argv[1:])
 print(status, sorted(m for m in ("tensorflow", "keras", "prefect", "mlflow") if m in sys.modules))
 """
@@ -87,8 +87,8 @@ def test_the_project_store_is_found_from_any_directory(tmp_path, monkeypatch):
 
 
 def test_precision_names_are_the_model_packages():
-    from model import PRECISIONS
-    from tasks.batch.job import PRECISION_NAMES
+    from mirnet_pipeline.model import PRECISIONS
+    from mirnet_pipeline.tasks.batch.job import PRECISION_NAMES
 
     assert list(PRECISION_NAMES) == list(PRECISIONS)
 
@@ -122,8 +122,8 @@ def test_failed_images_fail_the_flow_run_as_they_fail_the_command(tmp_path, mode
 def test_a_chunk_reports_progress_per_image(tmp_path, model_file):
     """The progress bar moves per image: every row of a chunk, new, skipped or
     failed, reaches the callback of its run as it is done."""
-    from tasks.batch.job import PROGRESS, EnhanceJob, ledger, process_chunk
-    from tasks.batch.stores import open_store
+    from mirnet_pipeline.tasks.batch.job import PROGRESS, EnhanceJob, ledger, process_chunk
+    from mirnet_pipeline.tasks.batch.stores import open_store
     from tests.batch.samples import photo
 
     source = tmp_path / "in"

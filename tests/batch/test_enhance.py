@@ -12,7 +12,7 @@ import pytest
 import tifffile
 from PIL import Image, ImageCms
 
-from tasks.batch.job import DestinationBusy, EnhanceJob, claim_destination
+from mirnet_pipeline.tasks.batch.job import DestinationBusy, EnhanceJob, claim_destination
 from tests.batch.samples import photo, run, save
 
 
@@ -198,8 +198,8 @@ def test_s3_to_s3_with_an_escaping_key(s3_bucket, tmp_path, model_file, prefect_
 KILLED_BATCH = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
-from tasks.batch.stores import LocalStore
-from flows.enhance import main
+from mirnet_pipeline.tasks.batch.stores import LocalStore
+from mirnet_pipeline.flows.enhance import main
 
 write, written = LocalStore.write, []
 
@@ -248,7 +248,7 @@ def test_a_killed_batch_resumes_without_losing_or_duplicating(tmp_path, model_fi
     assert 1 <= len(written[4:]) <= 2 and set(written[4:]) <= {"img04.png", "img05.png"}, written
     assert not (destination / "metrics.parquet").exists()
 
-    second = subprocess.run([sys.executable, "-m", "flows.enhance", *arguments], cwd=root, env=env,
+    second = subprocess.run([sys.executable, "-m", "mirnet_pipeline.flows.enhance", *arguments], cwd=root, env=env,
                             capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     table = pd.read_parquet(destination / "metrics.parquet")
@@ -281,8 +281,8 @@ def test_one_job_at_a_time_per_destination_and_a_killed_writer_leaves_nothing(tm
 def test_chunks_run_on_a_local_dask_cluster(tmp_path, model_file, prefect_server):
     from distributed import Client, LocalCluster
 
-    from flows.enhance import enhance_folder as flow
-    from flows.enhance import task_runner
+    from mirnet_pipeline.flows.enhance import enhance_folder as flow
+    from mirnet_pipeline.flows.enhance import task_runner
 
     source, destination = tmp_path / "in", tmp_path / "out"
     source.mkdir()
@@ -304,15 +304,15 @@ def test_chunks_run_on_a_local_dask_cluster(tmp_path, model_file, prefect_server
 def _models_loaded_here() -> int:
     import sys
 
-    module = sys.modules.get("tasks.batch.job")
+    module = sys.modules.get("mirnet_pipeline.tasks.batch.job")
     return 0 if module is None else module.load_model.cache_info().currsize
 
 
 def test_a_lower_precision_is_a_different_result_for_resume(tmp_path, model_file):
     """Outputs of a bfloat16 run are not taken for float32 ones (or back): a run
     skips only what the destination holds now."""
-    from tasks.batch.job import ledger, process_chunk
-    from tasks.batch.stores import open_store
+    from mirnet_pipeline.tasks.batch.job import ledger, process_chunk
+    from mirnet_pipeline.tasks.batch.stores import open_store
 
     source, destination = tmp_path / "in", tmp_path / "out"
     source.mkdir()
@@ -340,8 +340,8 @@ def test_bad_job_parameters_are_named(field, value, message):
 
 
 def test_chunks_share_one_model_and_its_lock_and_run_one_at_a_time_by_default(tmp_path, model_file):
-    from flows.enhance import CHUNK_WORKERS, enhance_folder
-    from tasks.batch.job import ChunkProcessor
+    from mirnet_pipeline.flows.enhance import CHUNK_WORKERS, enhance_folder
+    from mirnet_pipeline.tasks.batch.job import ChunkProcessor
 
     (tmp_path / "in").mkdir()
     job = EnhanceJob(source=str(tmp_path / "in"), destination=str(tmp_path / "out"), model=model_file)

@@ -13,7 +13,7 @@ import pytest
 import tifffile
 from PIL import Image, ImageCms, ImageOps
 
-from tasks.batch.images import ORIENT, ImageError, decode, encode, upright
+from mirnet_pipeline.tasks.batch.images import ORIENT, ImageError, decode, encode, upright
 
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 LIMIT = 10**8
@@ -33,7 +33,7 @@ def exif_with(orientation: int) -> Image.Exif:
 
 def png16(pixels: np.ndarray, icc: bytes | None = None, exif: bytes | None = None) -> bytes:
     """A 16-bit PNG written by libpng; ICC and EXIF chunks through our encoder's path."""
-    from tasks.batch.images import Decoded, _encode_deep
+    from mirnet_pipeline.tasks.batch.images import Decoded, _encode_deep
 
     grayscale = pixels.shape[2] == 2
     colour = pixels[..., :1] if grayscale else pixels[..., :3]

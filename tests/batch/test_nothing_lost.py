@@ -20,10 +20,10 @@ import pytest
 import tifffile
 from PIL import Image
 
-from tasks.batch.job import (ChunkProcessor, EnhanceJob, OverlappingLocations, check_locations, key_text, listing,
+from mirnet_pipeline.tasks.batch.job import (ChunkProcessor, EnhanceJob, OverlappingLocations, check_locations, key_text, listing,
                              plan)
-from tasks.batch.stores import ObjectInfo
-from tasks.storage import atomic_directory, remove_abandoned
+from mirnet_pipeline.tasks.batch.stores import ObjectInfo
+from mirnet_pipeline.tasks.storage import atomic_directory, remove_abandoned
 from tests.batch.samples import photo, run, save
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,7 +90,7 @@ def test_neighbouring_locations_are_accepted(tmp_path, source, destination):
 
 
 def test_the_command_refuses_overlapping_locations_before_writing_anything(tmp_path, model_file):
-    from flows.enhance import main
+    from mirnet_pipeline.flows.enhance import main
 
     source = tmp_path / "photos"
     source.mkdir()
@@ -301,7 +301,7 @@ def test_a_killed_command_takes_its_prefect_server_with_it(tmp_path, model_file)
         photo(seed=i).save(source / f"{i}.png")
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PYTHONPATH=str(ROOT))
-    command = subprocess.Popen([sys.executable, "-m", "flows.enhance", str(source), str(tmp_path / "out"), "--model", model_file],
+    command = subprocess.Popen([sys.executable, "-m", "mirnet_pipeline.flows.enhance", str(source), str(tmp_path / "out"), "--model", model_file],
                                cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     parent = psutil.Process(command.pid)
     deadline = time.monotonic() + 180
@@ -331,8 +331,8 @@ def test_an_s3_job_resumes_from_another_directory_on_dask_workers_in_their_own_d
         s3_bucket, tmp_path, model_file, prefect_server, monkeypatch):
     from distributed import Client, LocalCluster
 
-    from flows.enhance import enhance_folder, task_runner
-    from tasks.batch.job import ledger, new_run_id, process_chunk
+    from mirnet_pipeline.flows.enhance import enhance_folder, task_runner
+    from mirnet_pipeline.tasks.batch.job import ledger, new_run_id, process_chunk
 
     endpoint, bucket, client = s3_bucket
     for i in range(6):
@@ -391,7 +391,7 @@ def test_an_s3_job_through_a_faulty_network_ends_with_every_key_ok_once(s3_bucke
 
 
 def test_files_are_judged_by_their_size_and_first_bytes_before_being_read_whole(tmp_path, model_file, monkeypatch):
-    from tasks.batch.stores import LocalStore
+    from mirnet_pipeline.tasks.batch.stores import LocalStore
 
     source = tmp_path / "in"
     source.mkdir()

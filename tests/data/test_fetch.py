@@ -16,9 +16,9 @@ import pytest
 import rars
 from PIL import Image
 
-from tasks.data import lol
-from tasks.data.fetch import FetchError, download, extract, fetch_dataset
-from tasks.data.layout import LayoutError
+from mirnet_pipeline.tasks.data import lol
+from mirnet_pipeline.tasks.data.fetch import FetchError, download, extract, fetch_dataset
+from mirnet_pipeline.tasks.data.layout import LayoutError
 
 FILES = {
     "set/readme.txt": b"a small dataset\n",

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio
 
-from tasks.data import lol, sample, tid2013
-from tasks.config import Tid2013Settings
-from tasks.data.distortions import DISTORTIONS, distort
+from mirnet_pipeline.tasks.data import lol, sample, tid2013
+from mirnet_pipeline.tasks.config import Tid2013Settings
+from mirnet_pipeline.tasks.data.distortions import DISTORTIONS, distort
 
 
 @pytest.fixture(scope="module")

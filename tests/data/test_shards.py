@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tasks.data.shards import ShardError, make_dataset, parse_record, read_manifest, write_shards
+from mirnet_pipeline.tasks.data.shards import ShardError, make_dataset, parse_record, read_manifest, write_shards
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tasks.training.trained_models import logged_model_id
+from mirnet_pipeline.tasks.training.trained_models import logged_model_id
 
 ROOT = Path(__file__).resolve().parents[2]
 MIRNET_FAMILY = ("mirnet", "mirnet32", "mirnet_2x1", "mirnet_v2")
@@ -167,7 +167,7 @@ model = mlflow.keras.load_model("models:/mirnet@champion")
 same = np.asarray(model.serve(photo))
 print(json.dumps({"shape": list(enhanced.shape), "range": [float(enhanced.min()), float(enhanced.max())],
                   "difference": float(np.abs(same - enhanced).max()),
-                  "project_modules": sorted({"model", "tasks", "flows"} & set(sys.modules))}))
+                  "project_modules": sorted(m for m in sys.modules if m.split(".")[0] in {"mirnet_pipeline", "model", "tasks", "flows"})}))
 """
 
 

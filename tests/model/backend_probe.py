@@ -26,7 +26,7 @@ import numpy as np
 
 import keras
 
-from model import get_loss, infer, infer_tiled
+from mirnet_pipeline.model import get_loss, infer, infer_tiled
 from tests.model.small_models import SMALL, small_model
 
 STEPS = 4
@@ -68,7 +68,7 @@ def training_pairs() -> tuple[np.ndarray, np.ndarray]:
 def check(folder: Path) -> dict:
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        from tasks.runtime import tune_for_this_machine
+        from mirnet_pipeline.tasks.runtime import tune_for_this_machine
 
         tune_for_this_machine()  # as training does: Grappler's rewrites cost more than they save on CPUs
     results = {}

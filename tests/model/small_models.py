@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from model import build_model
+from mirnet_pipeline.model import build_model
 
 SMALL = {
     "mirnet": dict(num_rrg=1, num_mrb=1, channels=16),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from model import build_model
-from model.complexity import count_macs, describe
+from mirnet_pipeline.model import build_model
+from mirnet_pipeline.model.complexity import count_macs, describe
 
 
 def conv(k, cin, cout):

@@ -7,7 +7,7 @@ import pytest
 
 import keras
 
-from model import build_model, infer, infer_tiled, get_loss, mae_metric, psnr_metric, reflect_pad, ssim_metric
+from mirnet_pipeline.model import build_model, infer, infer_tiled, get_loss, mae_metric, psnr_metric, reflect_pad, ssim_metric
 from tests.model.small_models import SMALL, small_model
 
 
@@ -79,7 +79,7 @@ def test_keras_round_trip_gives_identical_outputs(key, tmp_path):
 
 
 def test_bilinear_upsampling_matches_half_pixel_bilinear_with_clamped_edges():
-    from model import BilinearUpSampling2D
+    from mirnet_pipeline.model import BilinearUpSampling2D
 
     row = np.array([1.0, 5.0, 9.0], np.float32).reshape(1, 1, 3, 1)
     out = np.asarray(BilinearUpSampling2D()(np.repeat(row, 2, axis=1)))

@@ -9,9 +9,9 @@ import tensorflow as tf
 
 import keras
 
-from model import get_loss, loss_names
-from model.losses import MissingWeights, PerceptualLoss, VGG19_WEIGHTS_FILE
-from tasks.config import LOSS_NAMES
+from mirnet_pipeline.model import get_loss, loss_names
+from mirnet_pipeline.model.losses import MissingWeights, PerceptualLoss, VGG19_WEIGHTS_FILE
+from mirnet_pipeline.tasks.config import LOSS_NAMES
 
 LAYERS = ["block1_conv2", "block2_conv2"]
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from model import charbonnier, get_loss, mae, psnr, reference_scores, ssim
+from mirnet_pipeline.model import charbonnier, get_loss, mae, psnr, reference_scores, ssim
 
 
 def to_unit(image_uint8):

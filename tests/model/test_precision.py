@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model import infer, with_precision
+from mirnet_pipeline.model import infer, with_precision
 from tests.model.small_models import SMALL, small_model
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from tasks.training.evaluation import per_type_figure
-from tasks.training.headline import headline_files
+from mirnet_pipeline.tasks.training.evaluation import per_type_figure
+from mirnet_pipeline.tasks.training.headline import headline_files
 
 METRICS = {
     "mirnet": {"tid2013": {"validation": {

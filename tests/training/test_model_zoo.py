@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from tasks.artifacts import MODEL_ZOO
-from tasks.config import load_params, parse_params
-from tasks.training.model_zoo import main
+from mirnet_pipeline.tasks.artifacts import MODEL_ZOO
+from mirnet_pipeline.tasks.config import load_params, parse_params
+from mirnet_pipeline.tasks.training.model_zoo import main
 
 
 def test_summary_command_prints_one_screen(capsys):
@@ -30,7 +30,7 @@ def test_summary_command_json_and_bad_option(capsys):
 
 
 def test_model_zoo_flow_writes_metrics(prefect_server, tmp_path, monkeypatch):
-    from flows.model_zoo import model_zoo
+    from mirnet_pipeline.flows.model_zoo import model_zoo
 
     assert load_params().models  # the checked-in file still parses
     monkeypatch.chdir(tmp_path)  # artefact paths are relative to the project root

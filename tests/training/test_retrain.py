@@ -9,7 +9,7 @@ import pytest
 from filelock import FileLock
 from mlflow.tracking import MlflowClient
 
-from tasks.training.promotion import decide_and_promote
+from mirnet_pipeline.tasks.training.promotion import decide_and_promote
 from tests.training.tiny_project import register_candidate
 
 
@@ -87,8 +87,8 @@ def test_the_evaluation_linked_to_the_logged_model_decides(registry):
 def test_the_retrain_flow_records_its_decision_and_refuses_to_run_twice(tiny_project, prefect_server):
     from prefect.client.orchestration import get_client
 
-    from flows.retrain import RetrainRunning, retrain
-    from tasks.config import load_params
+    from mirnet_pipeline.flows.retrain import RetrainRunning, retrain
+    from mirnet_pipeline.tasks.config import load_params
 
     params = load_params()
     mlflow.set_tracking_uri(params.mlflow.tracking_uri)  # the project's store

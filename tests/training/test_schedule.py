@@ -20,7 +20,7 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from flows.deploy import REGISTERED, SERVED
+from mirnet_pipeline.flows.deploy import REGISTERED, SERVED
 from tests.training.tiny_project import build_tiny_project, register_candidate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +29,7 @@ SERVE = """
 import sys
 sys.path.insert(0, {root!r})
 from prefect import serve
-from flows.deploy import retrain_deployment
+from mirnet_pipeline.flows.deploy import retrain_deployment
 serve(retrain_deployment(cron="* * * * *", parameters={{"pull": False, "reproduce": False}}))
 """
 
@@ -135,7 +135,7 @@ def test_a_scheduled_run_completes_and_promotes_the_candidate(served):
 
 def test_the_registered_deployment_runs_on_a_worker_started_anywhere(served, tmp_path):
     """The README's worker route on a copy of the repository (the tiny
-    project's params and stores beside the code): `python -m flows.deploy
+    project's params and stores beside the code): `python -m mirnet_pipeline.flows.deploy
     register` there, then `prefect worker start --pool default` in another
     directory runs the retrain flow in the repository and promotes. The served
     deployment is still there (no name collision), and `prefect deploy --all`
@@ -146,6 +146,7 @@ def test_the_registered_deployment_runs_on_a_worker_started_anywhere(served, tmp
     build_tiny_project(repository)
     for part in ("flows", "tasks", "model"):
         shutil.copytree(ROOT / part, repository / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "mirnet_pipeline.py", repository)
     shutil.copy(ROOT / "prefect.yaml", repository)
     mlflow.set_tracking_uri(f"sqlite:///{repository / 'mlflow.db'}")
     client = MlflowClient()
@@ -156,7 +157,7 @@ def test_the_registered_deployment_runs_on_a_worker_started_anywhere(served, tmp
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
 
-    registered = subprocess.run([sys.executable, "-m", "flows.deploy", "register"], cwd=repository, env=env,
+    registered = subprocess.run([sys.executable, "-m", "mirnet_pipeline.flows.deploy", "register"], cwd=repository, env=env,
                                 capture_output=True, text=True, timeout=300)
     assert registered.returncode == 0, registered.stderr[-3000:]
     deployment = _api("GET", f"{api}/deployments/name/retrain/{REGISTERED}")

@@ -24,8 +24,8 @@ TRAIN_SCRIPT = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
 import keras
-from tasks.config import load_params
-from tasks.training.fit import fit_variant
+from mirnet_pipeline.tasks.config import load_params
+from mirnet_pipeline.tasks.training.fit import fit_variant
 
 class EpochWatcher(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
@@ -50,7 +50,7 @@ images = np.load("../images.npy")
 np.save("pyfunc.npy", mlflow.pyfunc.load_model("models:/tiny@candidate").predict(images))
 exported = mlflow.keras.load_model("models:/tiny@candidate")  # kept: its variables live as long as it does
 np.save("keras.npy", np.asarray(exported.serve(images)))
-print(json.dumps({"project_modules": sorted({"model", "tasks", "flows"} & set(sys.modules))}))
+print(json.dumps({"project_modules": sorted(m for m in sys.modules if m.split(".")[0] in {"mirnet_pipeline", "model", "tasks", "flows"})}))
 """
 
 
@@ -133,8 +133,8 @@ def test_training_logs_everything_and_registers_a_candidate(tiny_project):
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert json.loads(loaded.stdout.splitlines()[-1]) == {"project_modules": []}
 
-    from model import infer
-    from tasks.training.trained_models import load_model
+    from mirnet_pipeline.model import infer
+    from mirnet_pipeline.tasks.training.trained_models import load_model
 
     keras_model, label = load_model("models:/tiny@candidate")  # the project's loader: the Keras model itself
     assert label == "tiny/1" and keras_model.count_params() == metrics["parameters"]

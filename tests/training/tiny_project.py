@@ -9,7 +9,7 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-from tasks.data.shards import write_shards
+from mirnet_pipeline.tasks.data.shards import write_shards
 
 PARAMS = {
     "profile": "research",
