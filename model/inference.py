@@ -78,7 +78,10 @@ class AnySize(keras.Model):
     def call(self, images):
         shape = ops.shape(images)
         height, width = shape[1], shape[2]
-        pad_h, pad_w = (-height) % self.multiple, (-width) % self.multiple
+        # (m - h % m) % m, not (-h) % m: ONNX (tf2onnx) turns floor modulo of a
+        # negative number into a truncating one, which would pad by -1
+        pad_h = (self.multiple - height % self.multiple) % self.multiple
+        pad_w = (self.multiple - width % self.multiple) % self.multiple
         padded = ops.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="reflect")
         return ops.clip(self.inner(padded)[:, :height, :width, :], 0.0, 1.0)
 

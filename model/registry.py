@@ -76,7 +76,12 @@ def build_model(name: str, **options: Any) -> keras.Model:
 
 
 def size_multiple(model: keras.Model) -> int:
-    """The multiple that input sides must have for ``model`` (from its name)."""
+    """The multiple that input sides must have for ``model``: from its
+    architecture's name, or what the model says of itself (an exported model
+    that pads inside its graph says 1)."""
+    own = getattr(model, "size_multiple", None)
+    if isinstance(own, int):
+        return own
     arch = ARCHITECTURES.get(model.name)
     if arch is None:
         raise ValueError(

@@ -52,6 +52,11 @@ def model_file(variant: str) -> Path:
     return MODELS / variant / "model.keras"
 
 
+def export_folder(variant: str) -> Path:
+    """The variant's SavedModel, ONNX and OpenVINO exports and their report."""
+    return MODELS / variant / "export"
+
+
 def variant_reports(variant: str) -> Path:
     return REPORTS / variant
 

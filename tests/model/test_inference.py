@@ -116,3 +116,21 @@ def test_tiled_and_whole_image_outputs_agree():
     mirnet = build_model("mirnet", num_rrg=1, num_mrb=1, channels=8)
     difference = np.abs(infer_tiled(mirnet, image, tile=128, overlap=16) - infer(mirnet, image))
     assert difference.mean() < 0.02
+
+
+def test_grouped_convolutions_traced_per_group_compute_the_same():
+    from mirnet_pipeline.model import build_model
+    from mirnet_pipeline.model.portable import _grouped_convolutions, split_grouped_convolutions
+
+    model = build_model("mirnet_v2", channels=16, num_rrg=2, num_mrb=1)
+    model.set_weights([w + np.random.default_rng(1).normal(0, 0.05, w.shape).astype(w.dtype)
+                       for w in model.get_weights()])
+    grouped = _grouped_convolutions(model)
+    assert {layer.groups for layer in grouped} == {2}
+    images = np.random.default_rng(2).random((2, 20, 28, 3), dtype=np.float32)
+    expected = np.asarray(model(images))
+    with split_grouped_convolutions(model):
+        assert all("convolution_op" in vars(layer) for layer in grouped)
+        split = np.asarray(model(images))
+    assert all("convolution_op" not in vars(layer) for layer in grouped)  # the layers are themselves again
+    assert np.abs(split - expected).max() < 1e-5 and np.abs(expected - images).max() > 0.01

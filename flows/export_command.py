@@ -1,0 +1,102 @@
+"""The ``mirnet-export`` command: a trained model as a TensorFlow SavedModel, an
+ONNX model and an OpenVINO IR, each verified against the Keras model.
+
+    mirnet-export models/mirnet/model.keras exported/mirnet
+    mirnet-export models:/mirnet@champion exported/mirnet --format onnx --images photos/
+
+The exports go into DESTINATION (``saved_model/``, ``model.onnx``,
+``openvino/model.xml``) with ``export.json``, the verification report: per
+format, the largest absolute difference from the Keras model over the images
+(at most 1e-3 to pass). Nothing is written unless every export passes. A
+registry model's exports are also stored with its version in MLflow
+(``exports/`` of its logged model; the version's tag ``exports`` names them).
+Images to verify on: ``--images`` (files or folders, repeatable), else the
+repository's TID2013 pair and the first validation images of each prepared
+dataset. Mistakes are reported in one line before TensorFlow is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from mirnet_pipeline.tasks.export.formats import FORMATS, check_formats
+from mirnet_pipeline.tasks.training.trained_models import registry_reference
+
+PROG = "mirnet-export"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("model", help="a .keras file, models:/<name>@<alias> or models:/<name>/<version>")
+    p.add_argument("destination", help="folder for the exports and export.json")
+    p.add_argument("--format", dest="formats", action="append", choices=list(FORMATS),
+                   help="one format (repeatable; default: all)")
+    p.add_argument("--images", action="append", help="image file or folder to verify on (repeatable)")
+    p.add_argument("--tracking-uri", help="the MLflow registry of models:/ URIs (default: MLFLOW_TRACKING_URI, "
+                                          "else the project's store)")
+    return p
+
+
+def check(args) -> list[Path]:
+    """What can be checked before TensorFlow starts; returns the image paths."""
+    from mirnet_pipeline.tasks.config import PROJECT_ROOT
+
+    check_formats(args.formats or tuple(FORMATS))
+    if registry_reference(args.model) is None and not Path(args.model).is_file():
+        raise ValueError(f"model {args.model}: no such file (give a .keras file or models:/<name>@<alias>)")
+    if args.images:
+        paths = [Path(p) for p in args.images]
+        missing = [str(p) for p in paths if not p.exists()]
+        if missing:
+            raise ValueError(f"images {missing[0]}: no such file or folder")
+        return paths
+    from mirnet_pipeline.tasks.export.verification import default_image_paths
+
+    paths = default_image_paths(PROJECT_ROOT)
+    if not paths:
+        raise ValueError("no images to verify on: give --images FOLDER")
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mirnet_pipeline.flows.enhance_command import check_registered, tracking_uri
+
+    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        paths = check(args)
+        if args.model.startswith("models:/"):
+            uri = tracking_uri(args.tracking_uri)
+            if uri:
+                os.environ["MLFLOW_TRACKING_URI"] = uri
+            check_registered(args.model, uri)
+    except ValueError as exc:  # JobInputError and ConfigError too
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    from mirnet_pipeline.tasks.export.bundle import REPORT, log_to_registry, write_verified_export
+    from mirnet_pipeline.tasks.export.verification import VerificationError, read_images
+    from mirnet_pipeline.tasks.training.trained_models import load_model, registered_version
+
+    model, version = load_model(args.model)
+    try:
+        report = write_verified_export(model, args.destination, read_images(paths),
+                                       args.formats or tuple(FORMATS), source=f"{args.model} ({version})")
+    except VerificationError as exc:
+        print(f"{PROG}: error: {exc}; nothing written", file=sys.stderr)
+        return 1
+    for name, entry in report["formats"].items():
+        print(f"{name:12s} {Path(args.destination) / entry['file']}  max |difference| "
+              f"{entry['max_abs_difference']:.1e} on {len(report['images'])} images ({entry['runtime']})")
+    print(f"report: {Path(args.destination) / REPORT}")
+    if args.model.startswith("models:/"):
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient()
+        print(f"stored with {version}: {log_to_registry(client, registered_version(client, args.model), args.destination)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

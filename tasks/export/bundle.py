@@ -1,0 +1,44 @@
+"""An export folder, whole or not at all: the exports are written and verified
+in a temporary sibling, and only a folder whose every export passed
+verification replaces the previous one. The registry copy: the folder becomes
+``exports/`` of the model version's logged model, so ``models:/<name>@<alias>``
+leads to it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mirnet_pipeline.tasks.export.formats import FORMATS, export_model
+from mirnet_pipeline.tasks.export.verification import TOLERANCE, check_report, verify_exports
+from mirnet_pipeline.tasks.storage import atomic_directory, atomic_write_json
+
+REPORT = "export.json"
+REGISTRY_FOLDER = "exports"
+
+
+def write_verified_export(model, folder: str | Path, images: dict, formats=tuple(FORMATS),
+                          tolerance: float = TOLERANCE, source: str | None = None) -> dict:
+    """Export ``model`` into ``folder`` and verify it on ``images``; returns the
+    report. ``VerificationError`` (and nothing written) when an export differs."""
+    with atomic_directory(folder) as staging:
+        written = export_model(model, staging, formats)
+        report = verify_exports(model, written, images, staging, tolerance)
+        report["source"] = source
+        atomic_write_json(staging / REPORT, report)
+        check_report(report)
+    return report
+
+
+def log_to_registry(client, version, folder: str | Path) -> str:
+    """Store ``folder`` as ``exports/`` of the logged model behind ``version``;
+    returns the artifact URI."""
+    from mirnet_pipeline.tasks.training.trained_models import logged_model_id
+
+    model_id = logged_model_id(version)
+    if model_id is None:
+        raise ValueError(f"models:/{version.name}/{version.version}: has no logged model to keep the exports with")
+    client.log_model_artifacts(model_id, str(folder), artifact_path=REGISTRY_FOLDER)
+    location = client.get_logged_model(model_id).artifact_location.rstrip("/")
+    uri = f"{location}/{REGISTRY_FOLDER}"
+    client.set_model_version_tag(version.name, version.version, "exports", uri)
+    return uri

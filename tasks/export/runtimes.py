@@ -1,0 +1,160 @@
+"""Running exported models: ONNX Runtime, OpenVINO and TensorFlow behind
+``predict_on_batch``, the one method the inference helpers (``infer``,
+``infer_tiled``) call, so tiling, blending and batching are the same code
+whatever runs the model.
+
+The runtime is inferred from the file (``.onnx``: ONNX Runtime, ``.xml``:
+OpenVINO, a folder with ``saved_model.pb``: TensorFlow, ``.keras``: Keras) or
+given; OpenVINO also runs ``.onnx`` files. A file that is not a model, or a
+model that does not take and give (N, H, W, 3) images, fails when it is
+opened, with its path in the message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from mirnet_pipeline.tasks.storage import file_sha256
+
+RUNTIMES = ("keras", "tensorflow", "onnxruntime", "openvino")
+# the runtime that runs each export format of tasks.export.formats
+FORMAT_RUNTIMES = {"saved_model": "tensorflow", "onnx": "onnxruntime", "openvino": "openvino"}
+# what each runtime reads
+READS = {"keras": (".keras",), "tensorflow": ("saved_model",), "onnxruntime": (".onnx",), "openvino": (".xml", ".onnx")}
+# OpenVINO's CPU plugin computes in bfloat16 where the CPU has it unless told otherwise
+OPENVINO_PRECISION = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be run as asked; the message names it."""
+
+
+def _kind(path: Path) -> str:
+    if path.is_dir():
+        return "saved_model" if (path / "saved_model.pb").is_file() else "folder"
+    return path.suffix.lower()
+
+
+def runtime_for(path: str | Path, runtime: str | None = None) -> str:
+    """The runtime for ``path``: ``runtime`` checked against the file, or the
+    one its kind implies."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"model {path}: no such file or folder")
+    kind = _kind(path)
+    if runtime is None:
+        for name, kinds in READS.items():
+            if kind in kinds:
+                return name
+        raise ModelFileError(f"model {path}: not a model file (expected .keras, .onnx, an OpenVINO .xml "
+                             "or a SavedModel folder)")
+    if runtime not in RUNTIMES:
+        raise ModelFileError(f"runtime: expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if kind not in READS[runtime]:
+        raise ModelFileError(f"model {path}: {runtime} reads {' or '.join(READS[runtime])}, not this file")
+    return runtime
+
+
+def model_files(path: str | Path) -> list[Path]:
+    """The files a model consists of: the file, an OpenVINO .xml with its .bin,
+    every file of a SavedModel folder."""
+    path = Path(path)
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file())
+    if path.suffix.lower() == ".xml":
+        return [path, path.with_suffix(".bin")]
+    return [path]
+
+
+def model_hash(path: str | Path) -> str:
+    """``sha256:<hex>`` of the model's files (names and contents), so a
+    different export or a different weight file is a different model."""
+    path = Path(path)
+    files = model_files(path)
+    if len(files) == 1 and files[0] == path:
+        return f"sha256:{file_sha256(path)}"
+    digest = hashlib.sha256()
+    for file in files:
+        name = file.relative_to(path).as_posix() if path.is_dir() else file.name
+        digest.update(f"{name}\0{file_sha256(file)}\n".encode())
+    return f"sha256:{digest.hexdigest()}"
+
+
+class ExportedModel:
+    """An exported model behind ``predict_on_batch``. The export pads and crops
+    inside its graph (``AnySize``), so the inference helpers need not:
+    ``size_multiple`` is 1."""
+
+    size_multiple = 1
+
+    def __init__(self, path: str | Path, runtime: str | None = None, precision: str = "float32",
+                 threads: int | None = None):
+        self.path = Path(path)
+        self.runtime = runtime_for(self.path, runtime)
+        if self.runtime == "keras":
+            raise ModelFileError(f"model {self.path}: a Keras file runs on Keras itself, not as an export")
+        self.precision = precision
+        self.name = self.path.stem
+        try:
+            self._run = getattr(self, f"_open_{self.runtime}")(threads)
+        except ModelFileError:
+            raise
+        except Exception as exc:  # each runtime has its own errors for a corrupt file
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelFileError(f"model {self.path}: {self.runtime} cannot load it ({first[:300]})") from None
+
+    def predict_on_batch(self, batch) -> np.ndarray:
+        return np.asarray(self._run(np.ascontiguousarray(batch, dtype=np.float32)), dtype=np.float32)
+
+    def _check_shape(self, shape) -> None:
+        """An image model: 4-D input with 3 channels last (other sides free or fixed)."""
+        dims = list(shape)
+        if len(dims) != 4 or dims[-1] not in (3, "3"):
+            raise ModelFileError(f"model {self.path}: expects input of shape {dims}, not (N, H, W, 3) images")
+
+    def _open_onnxruntime(self, threads):
+        if self.precision != "float32":
+            raise ModelFileError(f"model {self.path}: onnxruntime runs it in float32 only, not {self.precision}")
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        inputs = session.get_inputs()
+        if len(inputs) != 1:
+            raise ModelFileError(f"model {self.path}: has {len(inputs)} inputs, expected one batch of images")
+        self._check_shape(inputs[0].shape)
+        name = inputs[0].name
+        return lambda batch: session.run(None, {name: batch})[0]
+
+    def _open_openvino(self, threads):
+        import openvino as ov
+
+        core = ov.Core()
+        model = core.read_model(str(self.path))
+        if len(model.inputs) != 1:
+            raise ModelFileError(f"model {self.path}: has {len(model.inputs)} inputs, expected one batch of images")
+        shape = model.inputs[0].get_partial_shape()
+        self._check_shape([d.get_length() if d.is_static else None for d in shape] if shape.rank.is_static else [])
+        config = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISION[self.precision]}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        compiled = core.compile_model(model, "CPU", config)
+        request = compiled.create_infer_request()
+        return lambda batch: request.infer([batch])[0]
+
+    def _open_tensorflow(self, threads):
+        if self.precision != "float32":
+            raise ModelFileError(f"model {self.path}: the SavedModel runs in float32 only, not {self.precision}")
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(str(self.path))
+        serve = getattr(loaded, "serve", None)
+        if serve is None:
+            raise ModelFileError(f"model {self.path}: the SavedModel has no 'serve' endpoint")
+        self._loaded = loaded  # its variables live as long as the model does
+        return lambda batch: serve(tf.constant(batch)).numpy()
