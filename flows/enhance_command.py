@@ -2,6 +2,8 @@
 
     mirnet-enhance SOURCE DESTINATION --model models:/mirnet_lol@candidate
     mirnet-enhance photos enhanced --model models/mirnet_lol/model.keras --tracking-uri sqlite:////srv/mlflow.db
+    mirnet-enhance photos enhanced --model exported/mirnet/model.onnx          # ONNX Runtime
+    mirnet-enhance photos enhanced --model models:/mirnet@champion --runtime openvino
 
 What the user gives is checked first, in this light module, before Prefect,
 Keras or TensorFlow are imported: the options, that local folders exist, that
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from mirnet_pipeline.tasks.batch.images import FORMATS
 from mirnet_pipeline.tasks.batch.job import PRECISION_NAMES, EnhanceJob, JobInputError, check_locations, preflight
+from mirnet_pipeline.tasks.export.runtimes import RUNTIMES
 from mirnet_pipeline.tasks.training.trained_models import registered_version
 
 CHUNK_WORKERS = 1  # chunks at a time unless the user says otherwise (each has its own I/O threads)
@@ -36,7 +39,11 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mirnet-enhance", description=__doc__.split("\n\n")[0])
     p.add_argument("source", help="folder or s3://bucket/prefix of the images")
     p.add_argument("destination", help="folder or s3://bucket/prefix for the enhanced images")
-    p.add_argument("--model", required=True, help="models:/<name>@<alias>, models:/<name>/<version> or a .keras file")
+    p.add_argument("--model", required=True, help="models:/<name>@<alias>, models:/<name>/<version>, a .keras file "
+                                                  "or an export (model.onnx, openvino/model.xml, saved_model/)")
+    p.add_argument("--runtime", choices=list(RUNTIMES),
+                   help="what runs the model (default: the file's own; keras for registry URIs, whose exports "
+                        "run when a runtime is named)")
     p.add_argument("--tracking-uri", help="the MLflow registry of models:/ URIs (default: MLFLOW_TRACKING_URI, "
                                           "else the project's store)")
     p.add_argument("--include", action="append", default=None, help="glob of keys to take (repeatable)")
@@ -97,6 +104,14 @@ def check_registered(uri: str, store: str | None) -> None:
                             "(check the name and alias in the MLflow UI, or give --tracking-uri)") from None
 
 
+def check_exported(job: EnhanceJob) -> None:
+    """An exported model opens on its runtime (a corrupt file fails here, named,
+    not in the first chunk); opened once, the chunks of this process reuse it."""
+    from mirnet_pipeline.tasks.batch.job import load_model
+
+    load_model(job.model, job.precision, job.runtime)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         job, args = parse(sys.argv[1:] if argv is None else argv)
@@ -107,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["MLFLOW_TRACKING_URI"] = uri  # for this process and the workers it starts
         if job.model.startswith("models:/"):
             check_registered(job.model, uri)
-    except ValueError as exc:  # JobInputError, ConfigError (a broken params.yaml) too
+        if job.runtime not in (None, "keras") or Path(job.model).suffix != ".keras" and "://" not in job.model:
+            check_exported(job)
+    except (ValueError, FileNotFoundError) as exc:  # JobInputError, ConfigError, ModelFileError, ModelNotFound
         print(f"mirnet-enhance: error: {exc}", file=sys.stderr)
         return 2
     from mirnet_pipeline.flows.enhance import run

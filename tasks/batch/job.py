@@ -47,6 +47,7 @@ from filelock import FileLock, Timeout
 from mirnet_pipeline.tasks.batch.images import (EXTENSIONS, FORMATS, HEADER_BYTES, ImageError, check_header, decode, encode,
                                 no_reference)
 from mirnet_pipeline.tasks.batch.stores import UnsafeKey, check_key, open_store
+from mirnet_pipeline.tasks.export.runtimes import RUNTIMES, ModelFileError, runtime_for
 from mirnet_pipeline.tasks.runtime import limit_malloc_arenas, release_freed_memory
 from mirnet_pipeline.tasks.storage import atomic_write_bytes, remove_temporaries
 from mirnet_pipeline.tasks.training.trained_models import load_model as load_trained, registry_reference
@@ -57,7 +58,7 @@ STATUS_OK, STATUS_SKIPPED, STATUS_ERROR = "ok", "skipped", "error"
 PRECISION_NAMES = ("float32", "bfloat16", "float16")
 MEASURES = ("mean_luminance", "rms_contrast", "colourfulness", "sharpness")
 COLUMNS = (["key", "status", "error", "output_key", "width", "height", "mode", "bit_depth",
-            "bytes_in", "bytes_out", "seconds", "model_uri", "model_version", "precision", "source_version"]
+            "bytes_in", "bytes_out", "seconds", "model_uri", "model_version", "precision", "runtime", "model_hash", "source_version"]
            + [f"before_{m}" for m in MEASURES] + [f"after_{m}" for m in MEASURES]
            + ["psnr", "ssim", "mae"])
 
@@ -66,7 +67,7 @@ COLUMNS = (["key", "status", "error", "output_key", "width", "height", "mode", "
 class EnhanceJob:
     source: str
     destination: str
-    model: str  # models:/<name>@<alias>, models:/<name>/<version> or a .keras path
+    model: str  # models:/<name>@<alias>, models:/<name>/<version>, a .keras file or an export (tasks.export)
     # every extension the job reads, either case
     include: tuple[str, ...] = tuple(f"*{e}" for e in EXTENSIONS) + tuple(f"*{e.upper()}" for e in EXTENSIONS)
     exclude: tuple[str, ...] = ()
@@ -83,12 +84,17 @@ class EnhanceJob:
     chunk_size: int = 200
     workers: int = 4
     precision: str = "float32"  # or bfloat16 / float16: faster where the hardware has it, slightly different output
+    # keras, onnxruntime, openvino or tensorflow (a SavedModel); None: the model file's own
+    # (keras for .keras files and registry URIs; a registry version's exports are run by naming one)
+    runtime: str | None = None
     metrics: str | None = None  # default: <destination>/metrics.parquet
     state_dir: str | None = None  # folder or s3:// prefix of the resume ledger; default: <destination>/.enhance
 
     def __post_init__(self):
         if self.precision not in PRECISION_NAMES:
             raise ValueError(f"precision: expected one of {', '.join(PRECISION_NAMES)}, got {self.precision!r}")
+        if self.runtime is not None and self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime: expected one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
         if self.output_format is not None and self.output_format.upper() not in FORMATS:
             raise ValueError(f"output_format: expected one of {', '.join(FORMATS)}, got {self.output_format!r}")
         for name in ("max_pixels", "tile", "batch_size", "tile_batch_size", "chunk_size", "workers"):
@@ -131,28 +137,60 @@ def preflight(job: EnhanceJob) -> None:
         registered = registry_reference(job.model)
     except ValueError as exc:
         raise JobInputError(str(exc)) from None
-    if registered is None and not Path(job.model).is_file():
-        raise JobInputError(f"model {job.model}: no such file (give a .keras file or models:/<name>@<alias>)")
+    if registered is None:
+        if not Path(job.model).exists():
+            raise JobInputError(f"model {job.model}: no such file (give a .keras file, an exported model "
+                                "or models:/<name>@<alias>)")
+        try:
+            runtime_for(job.model, job.runtime)
+        except ModelFileError as exc:
+            raise JobInputError(str(exc)) from None
 
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model loaded once per process, its version, and the lock that lets one
-    inference at a time run on it (TensorFlow already uses every core for one)."""
+    """A model loaded once per process, its version, the runtime that runs it,
+    the hash of its file(s), and the lock that lets one inference at a time run
+    on it (each runtime already uses every core for one)."""
 
     model: object
     version: str
+    runtime: str = "keras"
+    hash: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
 
 
 @functools.lru_cache(maxsize=4)
-def load_model(uri: str, precision: str = "float32") -> LoadedModel:
-    """The model from MLflow (``models:/...``) or a ``.keras`` file, computing in
-    ``precision``; chunk processors of one process share it and its lock."""
+def load_model(uri: str, precision: str = "float32", runtime: str | None = None) -> LoadedModel:
+    """The model from MLflow (``models:/...``), a ``.keras`` file or an export,
+    run by ``runtime`` in ``precision``; chunk processors of one process share
+    it and its lock. ``ModelFileError`` names a file that cannot be run."""
+    from mirnet_pipeline.tasks.export.runtimes import ExportedModel, model_hash
+    from mirnet_pipeline.tasks.training.trained_models import model_file
+
+    path, label = model_file(uri, runtime)
+    if path is None:  # a registry version from before the .keras file was stored with it
+        model, label = load_trained(uri)
+        return LoadedModel(_with_precision(model, precision), label)
+    runtime = runtime_for(path, runtime)
+    digest = model_hash(path)
+    label = label or f"sha256:{digest.removeprefix('sha256:')[:12]}"
+    if runtime == "keras":
+        model, _ = load_trained(path)
+        return LoadedModel(_with_precision(model, precision), label, runtime, digest)
+    return LoadedModel(ExportedModel(path, runtime, precision), label, runtime, digest)
+
+
+def _with_precision(model, precision: str):
     from mirnet_pipeline.model import with_precision
 
-    model, version = load_trained(uri)
-    return LoadedModel(with_precision(model, precision), version)
+    return with_precision(model, precision)
+
+
+def _stored(row: dict, name: str, default):
+    """``row[name]`` of a ledger row, ``default`` where the part predates the column or holds no value."""
+    value = row.get(name)
+    return default if value is None or value is pd.NA or value != value else value
 
 
 def output_key(key: str, suffix: str, fmt: str) -> str:
@@ -252,8 +290,9 @@ class ChunkProcessor:
         self.source = open_store(job.source, job.endpoint_url, job.region, job.workers * 2)
         self.destination = open_store(job.destination, job.endpoint_url, job.region, job.workers * 2)
         self.reference = open_store(job.reference, job.endpoint_url, job.region) if job.reference else None
-        loaded = load_model(job.model, job.precision)
+        loaded = load_model(job.model, job.precision, job.runtime)
         self.model, self.model_version, self.lock = loaded.model, loaded.version, loaded.lock
+        self.runtime, self.model_hash = loaded.runtime, loaded.hash
 
     def _infer_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """Images of one shape: batched whole when they fit a tile, else tiled one by one."""
@@ -287,7 +326,7 @@ class ChunkProcessor:
         encoded = encode(decoded, output, output_format(self.job, key))
         self.destination.write(out_key, encoded, metadata={
             "source-version": row["source_version"], "model": self.job.model, "model-version": self.model_version,
-            "precision": self.job.precision})
+            "precision": self.job.precision, "runtime": self.runtime})
         row.update(status=STATUS_OK, output_key=key_text(out_key), bytes_out=len(encoded))
         row.update({f"before_{k}": v for k, v in no_reference(decoded.rgb).items()})
         row.update({f"after_{k}": v for k, v in no_reference(output).items()})
@@ -307,11 +346,16 @@ class ChunkProcessor:
         for info in infos:
             base = {"key": key_text(info.key), "_key": info.key, "bytes_in": info.size,
                     "source_version": info.version, "model_uri": self.job.model,
-                    "model_version": self.model_version, "precision": self.job.precision}
+                    "model_version": self.model_version, "precision": self.job.precision,
+                    "runtime": self.runtime, "model_hash": self.model_hash}
             previous = done.get(base["key"])
-            same = previous is not None and (previous["source_version"], previous["model_version"],
-                                             previous["precision"]) == (info.version, self.model_version,
-                                                                        self.job.precision)
+            # the same source object, model, runtime and precision: a re-exported
+            # or replaced model file is another model (rows from before the hash
+            # column was written have none: their model_version decides)
+            same = (previous is not None
+                    and (previous["source_version"], previous["model_version"], previous["precision"],
+                         previous["runtime"]) == (info.version, self.model_version, self.job.precision, self.runtime)
+                    and previous.get("model_hash") in (None, self.model_hash))
             if same and self.destination.exists(output_of(self.job, info.key)):
                 rows.append({**previous, "status": STATUS_SKIPPED, "seconds": 0.0})
             else:
@@ -395,7 +439,7 @@ def frame(rows: list[dict]) -> pd.DataFrame:
     table["error"] = [e.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
                       if isinstance(e, str) else e for e in table["error"]]
     for name in ("key", "status", "error", "output_key", "mode", "model_uri", "model_version", "precision",
-                 "source_version"):
+                 "runtime", "model_hash", "source_version"):
         table[name] = table[name].astype("string")
     for name in ("width", "height", "bit_depth", "bytes_in", "bytes_out"):
         table[name] = table[name].astype("Int64")
@@ -442,7 +486,10 @@ def ledger(job: EnhanceJob) -> dict:
     for part in parts:
         for row in pd.read_parquet(io.BytesIO(store.read(part))).to_dict("records"):
             if row["status"] in (STATUS_OK, STATUS_SKIPPED):
-                row["precision"] = row.get("precision") or "float32"  # parts written before the column existed
+                # parts written before these columns existed
+                row["precision"] = _stored(row, "precision", "float32")
+                row["runtime"] = _stored(row, "runtime", "keras")
+                row["model_hash"] = _stored(row, "model_hash", None)
                 done[row["key"]] = row
     return done
 

@@ -92,3 +92,45 @@ def _registered_keras_file(client, version) -> str | None:
         return mlflow.artifacts.download_artifacts(artifact_uri=f"{location.rstrip('/')}/model.keras")
     except (MlflowException, OSError):
         return None
+
+
+# what runs a registry version on each runtime, in its logged model's artifacts
+# (the exports are stored there by mirnet-export; openvino needs its .bin beside the .xml)
+REGISTRY_FILES = {"keras": ("model.keras", ""), "onnxruntime": ("exports/model.onnx", ""),
+                  "openvino": ("exports/openvino", "model.xml"), "tensorflow": ("exports/saved_model", "")}
+
+
+def model_file(uri: str | Path, runtime: str | None = None) -> tuple[Path | None, str | None]:
+    """``(local path, registry label)`` of what runs ``uri`` on ``runtime``: a
+    file is itself (label None); a registry version's file for the runtime
+    (keras, the default: its ``.keras`` file; the others: its exports) is
+    downloaded, labelled ``<name>/<version>``. The path is None for a Keras
+    version logged before the ``.keras`` file was stored with it."""
+    uri = str(uri)
+    if not uri.startswith("models:/"):
+        return Path(uri), None
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    try:
+        version = registered_version(client, uri)
+    except MlflowException as exc:
+        raise ModelNotFound(f"{uri}: not in the MLflow registry at {mlflow.get_tracking_uri()} ({exc})") from None
+    label = f"{version.name}/{version.version}"
+    runtime = runtime or "keras"
+    if runtime == "keras":
+        keras_file = _registered_keras_file(client, version)
+        return (Path(keras_file) if keras_file else None), label
+    stored, inside = REGISTRY_FILES[runtime]
+    model_id = logged_model_id(version)
+    try:
+        if model_id is None:
+            raise OSError("no logged model")
+        location = client.get_logged_model(model_id).artifact_location.rstrip("/")
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/{stored}"))
+    except (MlflowException, OSError):
+        raise ModelNotFound(f"{uri}: version {version.version} has no {runtime} export "
+                            f"(store one with: mirnet-export {uri} FOLDER)") from None
+    return (local / inside if inside else local), label
