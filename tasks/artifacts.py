@@ -28,6 +28,7 @@ DOWNLOADS = DATA / "downloads"
 PREPARED = DATA / "prepared"
 SHARDS = DATA / "shards"
 MODELS = Path("models")
+EXPORTS = Path("exports")
 CHECKPOINTS = Path("checkpoints")
 REPORTS = Path("reports")
 EVALUATION = REPORTS / "evaluation"
@@ -54,7 +55,7 @@ def model_file(variant: str) -> Path:
 
 def export_folder(variant: str) -> Path:
     """The variant's SavedModel, ONNX and OpenVINO exports and their report."""
-    return MODELS / variant / "export"
+    return EXPORTS / variant
 
 
 def variant_reports(variant: str) -> Path:

@@ -255,6 +255,15 @@ class EnhanceSettings(Strict):
     model: str = "models/mirnet_lol/model.keras"
 
 
+class ExportSettings(Strict):
+    """The export stage: which variants are written as SavedModel, ONNX and
+    OpenVINO files (``exports/<variant>/``, verified against Keras)."""
+
+    variants: list[str] = ["mirnet"]
+    formats: list[Literal["saved_model", "onnx", "openvino"]] = ["saved_model", "onnx", "openvino"]
+    images_per_dataset: int = Field(4, ge=0)  # validation images of each prepared dataset to verify on
+
+
 class Params(Strict):
     profile: str = "research"
     mlflow: MlflowSettings = MlflowSettings()
@@ -266,6 +275,7 @@ class Params(Strict):
     evaluate: EvaluateSettings = EvaluateSettings()
     retrain: RetrainSettings = RetrainSettings()
     enhance: EnhanceSettings = EnhanceSettings()
+    export: ExportSettings = ExportSettings()
     model_zoo: ModelZooSettings = ModelZooSettings()
 
     @field_validator("models")
@@ -293,6 +303,9 @@ class Params(Strict):
         for i, row in enumerate(self.evaluate.figure):
             if row.variant not in self.variants:
                 raise ValueError(f"evaluate.figure.{i}.variant: unknown variant {row.variant!r}")
+        for i, name in enumerate(self.export.variants):
+            if name not in self.variants:
+                raise ValueError(f"export.variants.{i}: unknown variant {name!r}")
         if self.variants and self.retrain.variant not in self.variants:
             raise ValueError(f"retrain.variant: unknown variant {self.retrain.variant!r}")
         return self

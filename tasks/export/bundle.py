@@ -42,3 +42,35 @@ def log_to_registry(client, version, folder: str | Path) -> str:
     uri = f"{location}/{REGISTRY_FOLDER}"
     client.set_model_version_tag(version.name, version.version, "exports", uri)
     return uri
+
+
+def export_variant(params, variant: str) -> dict:
+    """The export stage's work for one variant: ``models/<variant>/model.keras``
+    exported and verified into ``exports/<variant>/`` (paths relative to the
+    project folder, the working directory), then stored with the registry
+    version that training registered for it (``reports/<variant>/mlflow.json``)."""
+    import json
+
+    from mirnet_pipeline.tasks import artifacts
+    from mirnet_pipeline.tasks.export.verification import default_image_paths, read_images
+    from mirnet_pipeline.tasks.training.trained_models import load_model
+
+    settings = params.export
+    source = artifacts.model_file(variant)
+    model, label = load_model(source)
+    images = read_images(default_image_paths(Path("."), settings.images_per_dataset))
+    folder = artifacts.export_folder(variant)
+    report = write_verified_export(model, folder, images, tuple(settings.formats), source=f"{source} ({label})")
+    record = artifacts.variant_reports(variant) / "mlflow.json"
+    trained = json.loads(record.read_text()) if record.exists() else {}
+    if trained.get("registered_model") and trained.get("version"):
+        from mlflow.tracking import MlflowClient
+
+        from mirnet_pipeline.tasks.training import tracking
+
+        tracking.configure(params.mlflow)
+        client = MlflowClient()
+        version = client.get_model_version(trained["registered_model"], str(trained["version"]))
+        report["registry"] = {"version": f"{version.name}/{version.version}",
+                              "artifacts": log_to_registry(client, version, folder)}
+    return report
