@@ -3,11 +3,14 @@ ONNX model and an OpenVINO IR, each verified against the Keras model.
 
     mirnet-export models/mirnet/model.keras exported/mirnet
     mirnet-export models:/mirnet@champion exported/mirnet --format onnx --images photos/
+    mirnet-export models/mirnet/model.keras exported/mirnet --int8 data/shards/tid2013
 
 The exports go into DESTINATION (``saved_model/``, ``model.onnx``,
 ``openvino/model.xml``) with ``export.json``, the verification report: per
 format, the largest absolute difference from the Keras model over the images
-(at most 1e-3 to pass). Nothing is written unless every export passes. A
+(at most 1e-3 to pass). Nothing is written unless every export passes.
+``--int8`` adds ``model.int8.onnx``, quantized after calibration on training
+crops, and its PSNR and SSIM against float32 on the validation split. A
 registry model's exports are also stored with its version in MLflow
 (``exports/`` of its logged model; the version's tag ``exports`` names them).
 Images to verify on: ``--images`` (files or folders, repeatable), else the
@@ -35,6 +38,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--format", dest="formats", action="append", choices=list(FORMATS),
                    help="one format (repeatable; default: all)")
     p.add_argument("--images", action="append", help="image file or folder to verify on (repeatable)")
+    p.add_argument("--int8", metavar="SHARDS", help="also an int8 model (model.int8.onnx), calibrated on crops of "
+                                                  "SHARDS/train and scored on SHARDS/validation (e.g. data/shards/tid2013)")
+    p.add_argument("--calibration-crops", type=int, default=300, help="training crops to calibrate on")
+    p.add_argument("--validation-images", type=int, help="validation images to score int8 on (default: all)")
     p.add_argument("--tracking-uri", help="the MLflow registry of models:/ URIs (default: MLFLOW_TRACKING_URI, "
                                           "else the project's store)")
     return p
@@ -44,7 +51,16 @@ def check(args) -> list[Path]:
     """What can be checked before TensorFlow starts; returns the image paths."""
     from mirnet_pipeline.tasks.config import PROJECT_ROOT
 
-    check_formats(args.formats or tuple(FORMATS))
+    formats = check_formats(args.formats or tuple(FORMATS))
+    if args.int8:
+        from mirnet_pipeline.tasks.data.shards import read_manifest
+
+        if "onnx" not in formats:
+            raise ValueError("--int8: the int8 model is quantized from the ONNX export; add --format onnx")
+        for split in ("train", "validation"):
+            read_manifest(Path(args.int8) / split)  # ShardError (a ValueError) names a missing set
+        if args.calibration_crops < 1 or (args.validation_images is not None and args.validation_images < 1):
+            raise ValueError("--calibration-crops and --validation-images: must be at least 1")
     if registry_reference(args.model) is None and not Path(args.model).is_file():
         raise ValueError(f"model {args.model}: no such file (give a .keras file or models:/<name>@<alias>)")
     if args.images:
@@ -80,15 +96,26 @@ def main(argv: list[str] | None = None) -> int:
     from mirnet_pipeline.tasks.training.trained_models import load_model, registered_version
 
     model, version = load_model(args.model)
+    int8 = None
+    if args.int8:
+        from mirnet_pipeline.tasks.export.quantize import calibration_crops, validation_pairs
+
+        int8 = (calibration_crops(Path(args.int8) / "train", args.calibration_crops),
+                validation_pairs(Path(args.int8) / "validation", args.validation_images))
     try:
-        report = write_verified_export(model, args.destination, read_images(paths),
-                                       args.formats or tuple(FORMATS), source=f"{args.model} ({version})")
+        report = write_verified_export(model, args.destination, read_images(paths), args.formats or tuple(FORMATS),
+                                       source=f"{args.model} ({version})", int8=int8)
     except VerificationError as exc:
         print(f"{PROG}: error: {exc}; nothing written", file=sys.stderr)
         return 1
     for name, entry in report["formats"].items():
         print(f"{name:12s} {Path(args.destination) / entry['file']}  max |difference| "
               f"{entry['max_abs_difference']:.1e} on {len(report['images'])} images ({entry['runtime']})")
+    if "int8" in report:
+        entry = report["int8"]
+        print(f"{'int8':12s} {Path(args.destination) / entry['file']}  PSNR {entry['int8']['psnr']:.2f} dB against "
+              f"{entry['float32']['psnr']:.2f} dB in float32 (loss {entry['psnr_loss_db']:.2f} dB, goal "
+              f"{entry['psnr_loss_goal_db']} dB) on {entry['validation_images']} validation images")
     print(f"report: {Path(args.destination) / REPORT}")
     if args.model.startswith("models:/"):
         from mlflow.tracking import MlflowClient

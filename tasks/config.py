@@ -257,11 +257,15 @@ class EnhanceSettings(Strict):
 
 class ExportSettings(Strict):
     """The export stage: which variants are written as SavedModel, ONNX and
-    OpenVINO files (``exports/<variant>/``, verified against Keras)."""
+    OpenVINO files (``exports/<variant>/``, verified against Keras), and their
+    int8 model."""
 
     variants: list[str] = ["mirnet"]
     formats: list[Literal["saved_model", "onnx", "openvino"]] = ["saved_model", "onnx", "openvino"]
     images_per_dataset: int = Field(4, ge=0)  # validation images of each prepared dataset to verify on
+    int8: bool = True  # also an int8 model (model.int8.onnx), calibrated on crops of the variant's training shards
+    calibration_crops: int = Field(300, ge=1)
+    int8_validation_images: int | None = Field(None, ge=1)  # float32 and int8 scored on these; None: all
 
 
 class Params(Strict):

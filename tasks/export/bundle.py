@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mirnet_pipeline.tasks.export.formats import FORMATS, export_model
+from mirnet_pipeline.tasks.export.quantize import INT8_FILE, int8_report, quantize_onnx
 from mirnet_pipeline.tasks.export.verification import TOLERANCE, check_report, verify_exports
 from mirnet_pipeline.tasks.storage import atomic_directory, atomic_write_json
 
@@ -17,16 +18,31 @@ REGISTRY_FOLDER = "exports"
 
 
 def write_verified_export(model, folder: str | Path, images: dict, formats=tuple(FORMATS),
-                          tolerance: float = TOLERANCE, source: str | None = None) -> dict:
+                          tolerance: float = TOLERANCE, source: str | None = None, int8=None) -> dict:
     """Export ``model`` into ``folder`` and verify it on ``images``; returns the
-    report. ``VerificationError`` (and nothing written) when an export differs."""
+    report. ``VerificationError`` (and nothing written) when an export differs.
+    ``int8``: (calibration crops, validation pairs) to also write the int8
+    model (``model.int8.onnx``, needs the onnx format) and score it against
+    float32 on the validation pairs."""
+    if int8 is not None and "onnx" not in formats:
+        raise ValueError("int8: the int8 model is quantized from the ONNX export; add the onnx format")
     with atomic_directory(folder) as staging:
         written = export_model(model, staging, formats)
         report = verify_exports(model, written, images, staging, tolerance)
         report["source"] = source
-        atomic_write_json(staging / REPORT, report)
         check_report(report)
+        if int8 is not None:
+            report["int8"] = quantize_and_score(written["onnx"], staging / INT8_FILE, *int8)
+        atomic_write_json(staging / REPORT, report)
     return report
+
+
+def quantize_and_score(onnx: Path, out: Path, crops, pairs) -> dict:
+    from mirnet_pipeline.tasks.export.runtimes import ExportedModel, model_hash
+
+    quantize_onnx(onnx, crops, out)
+    entry = int8_report(ExportedModel(onnx), ExportedModel(out), pairs, len(crops))
+    return {"file": out.name, "hash": model_hash(out), "runtime": "onnxruntime", **entry}
 
 
 def log_to_registry(client, version, folder: str | Path) -> str:
@@ -60,7 +76,15 @@ def export_variant(params, variant: str) -> dict:
     model, label = load_model(source)
     images = read_images(default_image_paths(Path("."), settings.images_per_dataset))
     folder = artifacts.export_folder(variant)
-    report = write_verified_export(model, folder, images, tuple(settings.formats), source=f"{source} ({label})")
+    int8 = None
+    if settings.int8:
+        from mirnet_pipeline.tasks.export.quantize import calibration_crops, validation_pairs
+
+        dataset = params.variants[variant].dataset
+        int8 = (calibration_crops(artifacts.shard_set(dataset, "train"), settings.calibration_crops),
+                validation_pairs(artifacts.shard_set(dataset, "validation"), settings.int8_validation_images))
+    report = write_verified_export(model, folder, images, tuple(settings.formats), source=f"{source} ({label})",
+                                   int8=int8)
     record = artifacts.variant_reports(variant) / "mlflow.json"
     trained = json.loads(record.read_text()) if record.exists() else {}
     if trained.get("registered_model") and trained.get("version"):

@@ -182,6 +182,54 @@ def test_the_readme_registry_example_works_right_after_the_demo(demo, tmp_path):
     assert result["difference"] < 1e-6 and result["project_modules"] == []
 
 
+def test_the_demo_exports_mirnet_and_the_batch_job_runs_the_registry_exports(demo, tmp_path):
+    """exports/mirnet/ holds a SavedModel, an ONNX model and an OpenVINO IR that
+    passed verification on real images, and an int8 model within 0.2 dB of
+    float32; the registry version keeps them; and
+    `mirnet-enhance --model models:/mirnet@champion --runtime onnxruntime` runs
+    the stored ONNX file with the Keras model's outputs, within one 8-bit level."""
+    import shutil
+
+    import numpy as np
+    from mlflow.tracking import MlflowClient
+    from PIL import Image
+
+    from mirnet_pipeline.tasks.export.runtimes import model_hash
+
+    clone, env, _ = demo
+    report = json.loads((clone / "exports/mirnet/export.json").read_text())
+    assert set(report["formats"]) == {"saved_model", "onnx", "openvino"}
+    assert all(e["passed"] and e["max_abs_difference"] <= 1e-3 for e in report["formats"].values()), report
+    assert "tests/testdata/tid2013/I01.BMP" in report["images"] and len(report["images"]) >= 6
+    int8 = report["int8"]  # calibrated on 300 training crops, scored on 24 validation images (demo profile)
+    assert (int8["calibration_crops"], int8["validation_images"]) == (300, 24)
+    assert int8["psnr_loss_db"] <= 0.2 and int8["within_goal"], int8  # the goal (0.00 dB measured)
+    assert int8["float32"]["psnr"] > 20 and (clone / "exports/mirnet/model.int8.onnx").is_file()
+    trained = json.loads((clone / "reports/mirnet/mlflow.json").read_text())
+    client = MlflowClient(f"sqlite:///{clone / 'mlflow.db'}")
+    version = client.get_model_version(trained["registered_model"], str(trained["version"]))
+    assert client.get_model_version_by_alias("mirnet", "champion").version == version.version
+    stored = mlflow.artifacts.download_artifacts(f"{version.tags['exports']}/model.onnx", dst_path=str(tmp_path),
+                                                 tracking_uri=f"sqlite:///{clone / 'mlflow.db'}")
+    assert model_hash(stored) == report["formats"]["onnx"]["hash"] == model_hash(clone / "exports/mirnet/model.onnx")
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for path in sorted((clone / "data/raw/lol/eval15/low").glob("*.png"))[:2]:
+        shutil.copy(path, photos)
+    outputs = {}
+    for runtime in ("keras", "onnxruntime"):
+        run([sys.executable, "-m", "mirnet_pipeline.flows.enhance_command", str(photos), str(tmp_path / runtime),
+             "--model", "models:/mirnet@champion", "--runtime", runtime], clone, env)
+        table = pd.read_parquet(tmp_path / runtime / "metrics.parquet")
+        assert set(table.status) == {"ok"} and set(table.runtime) == {runtime}
+        assert set(table.model_version) == {f"mirnet/{version.version}"}
+        outputs[runtime] = {p.name: np.asarray(Image.open(p), np.int64) for p in (tmp_path / runtime).glob("*.png")}
+    assert set(table.model_hash) == {report["formats"]["onnx"]["hash"]}
+    assert outputs["keras"].keys() == outputs["onnxruntime"].keys() and len(outputs["keras"]) == 2
+    assert all(np.abs(outputs["keras"][k] - outputs["onnxruntime"][k]).max() <= 1 for k in outputs["keras"])
+
+
 def test_dvc_metrics_fit_a_screen_and_an_experiment_compares_with_the_baseline(demo, tmp_path):
     """The DVC user's journey: metrics a row per variant, then `dvc exp run -S`
     on the smallest slice (one variant), compared with the committed baseline

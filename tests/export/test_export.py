@@ -114,3 +114,47 @@ def test_the_command_reports_mistakes_in_one_line_before_tensorflow(tmp_path):
     assert done.stdout.split() == ["2", "False"]
     assert done.stderr.strip() == f"mirnet-export: error: model {tmp_path / 'nope.keras'}: no such file (give a .keras file or models:/<name>@<alias>)"
     assert not (tmp_path / "out").exists()
+
+
+def test_the_int8_model_is_calibrated_on_training_crops_and_scored_against_ground_truth(tmp_path):
+    """ONNX Runtime's static int8 quantization of the ONNX export: the int8 file
+    runs on ONNX Runtime and OpenVINO close to float32, and the report's PSNR
+    and SSIM are what scikit-image computes on the same outputs."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    from mirnet_pipeline.model import build_model, infer
+    from mirnet_pipeline.tasks.data.shards import write_shards
+    from mirnet_pipeline.tasks.export.quantize import calibration_crops, validation_pairs
+    from tests.training.tiny_project import make_pairs
+
+    images = tmp_path / "images"
+    images.mkdir()
+    write_shards(make_pairs(images, 4, 0), tmp_path / "train", split="train", crop_size=16, crops_per_pair=3,
+                 progress=False)
+    write_shards(make_pairs(images, 3, 1), tmp_path / "validation", split="validation", kind="full", progress=False)
+    crops, pairs = calibration_crops(tmp_path / "train", 10), validation_pairs(tmp_path / "validation")
+    assert len(crops) == 10 and crops[0].shape == (1, 16, 16, 3) and len(pairs) == 3
+    model = build_model("cnn", channels=8, depth=2)
+    model.set_weights([w * 0.5 + np.random.default_rng(3).normal(0, 0.02, w.shape).astype(w.dtype)
+                       for w in model.get_weights()])
+    report = write_verified_export(model, tmp_path / "export", {"pair": pairs[0][0]}, formats=("onnx",),
+                                   int8=(crops, pairs))["int8"]
+    int8_file = tmp_path / "export" / report["file"]
+    assert report["file"] == "model.int8.onnx" and report["hash"] == model_hash(int8_file)
+    assert report["calibration_crops"] == 10 and report["validation_images"] == 3
+
+    for runtime in ("onnxruntime", "openvino"):
+        quantized = ExportedModel(int8_file, runtime)
+        outputs = [infer(quantized, source) for source, _ in pairs]
+        floats = [infer(model, source) for source, _ in pairs]
+        assert all(peak_signal_noise_ratio(f, q, data_range=1) > 30 for f, q in zip(floats, outputs)), runtime
+        assert any(np.abs(f - q).max() > 0 for f, q in zip(floats, outputs))  # really quantized
+        if runtime == "onnxruntime":
+            psnr = np.mean([peak_signal_noise_ratio(t, o, data_range=1) for (_, t), o in zip(pairs, outputs)])
+            ssim = np.mean([structural_similarity(t, o, data_range=1, channel_axis=-1, gaussian_weights=True,
+                                                  sigma=1.5, use_sample_covariance=False)
+                            for (_, t), o in zip(pairs, outputs)])
+            assert report["int8"]["psnr"] == pytest.approx(psnr, abs=1e-3)
+            assert report["int8"]["ssim"] == pytest.approx(ssim, abs=1e-3)
+    assert report["psnr_loss_db"] == pytest.approx(report["float32"]["psnr"] - report["int8"]["psnr"])
+    assert report["within_goal"] == (report["psnr_loss_db"] <= 0.2)
