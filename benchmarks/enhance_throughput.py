@@ -10,6 +10,15 @@ the naive loop's (float32) or float32's (others) is printed in 8-bit levels. The
 model alone (``predict_on_batch`` on decoded images, nothing else) is timed
 too: no pipeline can beat it, so it bounds the ratio.
 
+Exported runtimes: the same model exported to ONNX and OpenVINO
+(``tasks.export``), and its int8 model (ONNX Runtime's static quantization,
+calibrated on 64x64 crops of the benchmark's own images), each run by the
+batch job (``--runtime``) and alone; outputs are compared with the batch job's
+Keras float32 outputs in 8-bit levels and as PSNR. ``--mirnet 3,2,32`` picks
+the architecture's RRGs, MRBs and channels (default 1,1,16: the demo's MIRNet).
+The model is untrained: the int8 PSNR against ground truth of a trained model
+is in ``mirnet-export --int8``'s report.
+
 Memory: peak resident memory of a child process enhancing one 6000x4000 photo
 tiled as the batch job does (its default tile, overlap and tile batch) against
 one calling the model on the whole image; a child going over
@@ -53,14 +62,33 @@ print(time.perf_counter() - start)
 """
 
 
-def make_model(path: Path) -> str:
+def make_model(path: Path, rrg: int, mrb: int, channels: int) -> str:
     import keras
 
     from mirnet_pipeline.model import build_model
 
     keras.utils.set_random_seed(0)
-    build_model("mirnet", num_rrg=1, num_mrb=1, channels=16).save(path)
+    build_model("mirnet", num_rrg=rrg, num_mrb=mrb, channels=channels).save(path)
     return str(path)
+
+
+def make_exports(model_path: str, source: Path, folder: Path, calibration: int) -> dict[str, str]:
+    """{name: model file}: ONNX, OpenVINO and the int8 ONNX model."""
+    import keras
+
+    from mirnet_pipeline.tasks.export.formats import export_model
+    from mirnet_pipeline.tasks.export.quantize import quantize_onnx
+
+    written = export_model(keras.saving.load_model(model_path), folder, ("onnx", "openvino"))
+    rng = np.random.default_rng(0)
+    images = [np.asarray(Image.open(p).convert("RGB"), np.float32) / 255.0 for p in sorted(source.glob("*.png"))]
+    crops = []
+    for i in range(calibration):
+        image = images[i % len(images)]
+        y, x = rng.integers(0, image.shape[0] - 64), rng.integers(0, image.shape[1] - 64)
+        crops.append(image[None, y : y + 64, x : x + 64])
+    int8 = quantize_onnx(written["onnx"], crops, folder / "model.int8.onnx")
+    return {"onnx": str(written["onnx"]), "openvino": str(written["openvino"]), "int8": str(int8)}
 
 
 def make_images(folder: Path, count: int) -> None:
@@ -89,12 +117,12 @@ def naive_loop(model_path: str, source: Path, out: Path) -> float:
     return time.perf_counter() - start
 
 
-def batch_job(model_path: str, source: Path, out: Path, batch: int, precision: str) -> float:
+def batch_job(model_path: str, source: Path, out: Path, batch: int, precision: str, runtime: str | None = None) -> float:
     from mirnet_pipeline.tasks.batch.job import ChunkProcessor, EnhanceJob
     from mirnet_pipeline.tasks.batch.stores import open_store
 
     job = EnhanceJob(source=str(source), destination=str(out), model=model_path, batch_size=batch,
-                     precision=precision, state_dir=str(out / ".state"))
+                     precision=precision, runtime=runtime, state_dir=str(out / ".state"))
     infos = open_store(job.source).list(job.include, job.exclude)
     processor = ChunkProcessor(job)  # loads the model, as the naive loop does before its clock
     start = time.perf_counter()
@@ -104,11 +132,11 @@ def batch_job(model_path: str, source: Path, out: Path, batch: int, precision: s
     return elapsed
 
 
-def model_only(model_path: str, source: Path, batch: int) -> float:
+def model_only(model_path: str, source: Path, batch: int, runtime: str | None = None) -> float:
     """Seconds for the model alone on the decoded images, ``batch`` at a time."""
     from mirnet_pipeline.tasks.batch.job import load_model
 
-    m = load_model(model_path).model
+    m = load_model(model_path, "float32", runtime).model
     images = np.stack([np.asarray(Image.open(p).convert("RGB"), np.float32) / 255.0
                        for p in sorted(source.glob("*.png"))])
     m.predict_on_batch(images[:batch])  # compiled before the clock, as in the batch job
@@ -124,6 +152,14 @@ def difference_levels(first: Path, second: Path) -> tuple[float, float, float]:
              for a in sorted(first.glob("*.png"))]
     stacked = np.stack(diffs)
     return float(stacked.max()), float(stacked.mean()), float((stacked > 0).mean())
+
+
+def psnr_between(first: Path, second: Path) -> float:
+    """PSNR (dB, 8-bit data range) of one folder's PNGs against another's, over all pixels."""
+    errors = [np.mean((np.asarray(Image.open(a), np.float64) - np.asarray(Image.open(second / a.name), np.float64)) ** 2)
+              for a in sorted(first.glob("*.png"))]
+    mse = float(np.mean(errors))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def peak_memory(model_path: str, tiled: bool, cap_gb: float) -> tuple[float, bool, float | None]:
@@ -154,26 +190,33 @@ def main(argv=None) -> dict:
     parser.add_argument("--images", type=int, default=48)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--precisions", default="float32,bfloat16", help="batch job runs, comma-separated")
+    parser.add_argument("--runtimes", default="onnxruntime,openvino", help="exported runtimes, comma-separated "
+                                                                         "('' for none)")
+    parser.add_argument("--no-int8", action="store_true", help="leave the int8 model out")
+    parser.add_argument("--calibration", type=int, default=100, help="64x64 crops to calibrate int8 on")
+    parser.add_argument("--mirnet", default="1,1,16", help="RRGs, MRBs and channels of the MIRNet measured")
     parser.add_argument("--memory-cap-gb", type=float, default=12.0)
     parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="enhance-bench-"))
-    model_path = make_model(work / "mirnet_tiny.keras")
+    rrg, mrb, channels = (int(v) for v in args.mirnet.split(","))
+    model_path = make_model(work / "mirnet.keras", rrg, mrb, channels)
     make_images(work / "in", args.images)
     megapixels = args.images * 512 * 384 / 1e6
     naive = naive_loop(model_path, work / "in", work / "naive")
     alone = model_only(model_path, work / "in", args.batch)
     result = {
         "benchmark": "enhance_throughput",
-        "model": "mirnet (1 RRG, 1 MRB, 16 channels)",
+        "model": f"mirnet ({rrg} RRG, {mrb} MRB, {channels} channels)",
         "images": args.images,
         "naive_images_per_s": args.images / naive,
         "naive_megapixels_per_s": megapixels / naive,
         "model_only_images_per_s": args.images / alone,
         "model_only_ratio": naive / alone,
     }
-    lines = [f"{args.images} images 512x384: naive loop {args.images / naive:.2f} img/s ({megapixels / naive:.2f} MP/s); "
+    lines = [f"mirnet ({rrg} RRG, {mrb} MRB, {channels} channels), "
+             f"{args.images} images 512x384: naive loop {args.images / naive:.2f} img/s ({megapixels / naive:.2f} MP/s); "
              f"the model alone (float32) {args.images / alone:.2f} img/s = {naive / alone:.2f}x the naive loop, "
              "the most any pipeline could reach"]
     for precision in args.precisions.split(","):
@@ -191,6 +234,28 @@ def main(argv=None) -> dict:
         line += (f"; output vs {baseline.name}: max {largest:.0f} levels, mean {mean:.3f}, "
                  f"{share:.1%} of 8-bit values differ")
         lines.append(line)
+    runtimes = [r for r in args.runtimes.split(",") if r]
+    if runtimes:
+        exports = make_exports(model_path, work / "in", work / "export", args.calibration)
+        keras_outputs = work / "batch-float32"
+        if not keras_outputs.exists():
+            batch_job(model_path, work / "in", keras_outputs, args.batch, "float32")
+        runs = [(r, "float32", exports["onnx" if r == "onnxruntime" else "openvino"]) for r in runtimes]
+        runs += [] if args.no_int8 else [(r, "int8", exports["int8"]) for r in runtimes]
+        for runtime, kind, file in runs:
+            name = f"{runtime}_{kind}"
+            batched = batch_job(file, work / "in", work / f"batch-{name}", args.batch, "float32", runtime)
+            ceiling = model_only(file, work / "in", args.batch, runtime)
+            largest, mean, share = difference_levels(keras_outputs, work / f"batch-{name}")
+            psnr = psnr_between(keras_outputs, work / f"batch-{name}")
+            result[name] = {"images_per_s": args.images / batched, "ratio": naive / batched,
+                            "model_only_images_per_s": args.images / ceiling, "model_only_ratio": naive / ceiling,
+                            "max_levels": largest, "mean_levels": mean, "share_differing": share,
+                            "psnr_vs_keras_db": psnr}
+            lines.append(f"batch job, {runtime} {kind}: {args.images / batched:.2f} img/s = {naive / batched:.2f}x "
+                         f"the naive loop (the model alone {args.images / ceiling:.2f} img/s = "
+                         f"{naive / ceiling:.2f}x); output vs Keras float32: max {largest:.0f} levels, "
+                         f"mean {mean:.3f}, PSNR {psnr:.1f} dB")
     if not args.skip_memory:
         tiled = peak_memory(model_path, True, args.memory_cap_gb)
         whole = peak_memory(model_path, False, args.memory_cap_gb)

@@ -123,6 +123,9 @@ class ExportedModel:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        # no busy-waiting between runs: the batch job's reading, decoding and
+        # writing threads need those cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         inputs = session.get_inputs()
         if len(inputs) != 1:
@@ -140,7 +143,8 @@ class ExportedModel:
             raise ModelFileError(f"model {self.path}: has {len(model.inputs)} inputs, expected one batch of images")
         shape = model.inputs[0].get_partial_shape()
         self._check_shape([d.get_length() if d.is_static else None for d in shape] if shape.rank.is_static else [])
-        config = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISION[self.precision]}
+        # threads not pinned to cores: the batch job's I/O threads share them
+        config = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISION[self.precision], "ENABLE_CPU_PINNING": False}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         compiled = core.compile_model(model, "CPU", config)
