@@ -199,7 +199,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args(argv)
 
-    work = Path(tempfile.mkdtemp(prefix="enhance-bench-"))
+    with tempfile.TemporaryDirectory(prefix="enhance-bench-") as folder:  # removed afterwards, whatever happens
+        return measure(args, Path(folder))
+
+
+def measure(args, work: Path) -> dict:
     rrg, mrb, channels = (int(v) for v in args.mirnet.split(","))
     model_path = make_model(work / "mirnet.keras", rrg, mrb, channels)
     make_images(work / "in", args.images)

@@ -48,14 +48,8 @@ def load_model(uri: str | Path):
     uri = str(uri)
     if uri.startswith("models:/"):
         import mlflow
-        from mlflow.exceptions import MlflowException
-        from mlflow.tracking import MlflowClient
 
-        client = MlflowClient()
-        try:
-            found = registered_version(client, uri)
-        except MlflowException as exc:
-            raise ModelNotFound(f"{uri}: not in the MLflow registry at {mlflow.get_tracking_uri()} ({exc})") from None
+        client, found = _found(uri)
         label = f"{found.name}/{found.version}"
         keras_file = _registered_keras_file(client, found)
         if keras_file is None:  # versions logged before the .keras file was stored beside the SavedModel
@@ -65,6 +59,19 @@ def load_model(uri: str | Path):
     if not path.is_file():
         raise ModelNotFound(f"{uri}: no such model file")
     return keras.saving.load_model(path), f"sha256:{file_sha256(path)[:12]}"
+
+
+def _found(uri: str):
+    """(client, the registry's ModelVersion that ``uri`` names); ModelNotFound naming the store if none."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    try:
+        return client, registered_version(client, uri)
+    except MlflowException as exc:
+        raise ModelNotFound(f"{uri}: not in the MLflow registry at {mlflow.get_tracking_uri()} ({exc})") from None
 
 
 def logged_model_id(version) -> str | None:
@@ -111,13 +118,8 @@ def model_file(uri: str | Path, runtime: str | None = None) -> tuple[Path | None
         return Path(uri), None
     import mlflow
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient()
-    try:
-        version = registered_version(client, uri)
-    except MlflowException as exc:
-        raise ModelNotFound(f"{uri}: not in the MLflow registry at {mlflow.get_tracking_uri()} ({exc})") from None
+    client, version = _found(uri)
     label = f"{version.name}/{version.version}"
     runtime = runtime or "keras"
     if runtime == "keras":
