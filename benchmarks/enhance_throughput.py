@@ -117,7 +117,8 @@ def naive_loop(model_path: str, source: Path, out: Path) -> float:
     return time.perf_counter() - start
 
 
-def batch_job(model_path: str, source: Path, out: Path, batch: int, precision: str, runtime: str | None = None) -> float:
+def batch_job(model_path: str, source: Path, out: Path, batch: int, precision: str,
+              runtime: str | None = None) -> float:
     from mirnet_pipeline.tasks.batch.job import ChunkProcessor, EnhanceJob
     from mirnet_pipeline.tasks.batch.stores import open_store
 
@@ -156,7 +157,8 @@ def difference_levels(first: Path, second: Path) -> tuple[float, float, float]:
 
 def psnr_between(first: Path, second: Path) -> float:
     """PSNR (dB, 8-bit data range) of one folder's PNGs against another's, over all pixels."""
-    errors = [np.mean((np.asarray(Image.open(a), np.float64) - np.asarray(Image.open(second / a.name), np.float64)) ** 2)
+    errors = [np.mean((np.asarray(Image.open(a), np.float64)
+                       - np.asarray(Image.open(second / a.name), np.float64)) ** 2)
               for a in sorted(first.glob("*.png"))]
     mse = float(np.mean(errors))
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)

@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["MLFLOW_TRACKING_URI"] = uri  # for this process and the workers it starts
         if job.model.startswith("models:/"):
             check_registered(job.model, uri)
-        if job.runtime not in (None, "keras") or Path(job.model).suffix != ".keras" and "://" not in job.model:
+        if job.runtime not in (None, "keras") or (not job.model.startswith("models:/")
+                                                  and Path(job.model).suffix != ".keras"):
             check_exported(job)
     except (ValueError, FileNotFoundError) as exc:  # JobInputError, ConfigError, ModelFileError, ModelNotFound
         print(f"mirnet-enhance: error: {exc}", file=sys.stderr)

@@ -38,8 +38,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--format", dest="formats", action="append", choices=list(FORMATS),
                    help="one format (repeatable; default: all)")
     p.add_argument("--images", action="append", help="image file or folder to verify on (repeatable)")
-    p.add_argument("--int8", metavar="SHARDS", help="also an int8 model (model.int8.onnx), calibrated on crops of "
-                                                  "SHARDS/train and scored on SHARDS/validation (e.g. data/shards/tid2013)")
+    p.add_argument("--int8", metavar="SHARDS",
+                   help="also an int8 model (model.int8.onnx), calibrated on crops of SHARDS/train and scored on "
+                        "SHARDS/validation (e.g. data/shards/tid2013)")
     p.add_argument("--calibration-crops", type=int, default=300, help="training crops to calibrate on")
     p.add_argument("--validation-images", type=int, help="validation images to score int8 on (default: all)")
     p.add_argument("--tracking-uri", help="the MLflow registry of models:/ URIs (default: MLFLOW_TRACKING_URI, "
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient()
-        print(f"stored with {version}: {log_to_registry(client, registered_version(client, args.model), args.destination)}")
+        stored = log_to_registry(client, registered_version(client, args.model), args.destination)
+        print(f"stored with {version}: {stored}")
     return 0
 
 

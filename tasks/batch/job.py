@@ -44,8 +44,8 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from mirnet_pipeline.tasks.batch.images import (EXTENSIONS, FORMATS, HEADER_BYTES, ImageError, check_header, decode, encode,
-                                no_reference)
+from mirnet_pipeline.tasks.batch.images import (EXTENSIONS, FORMATS, HEADER_BYTES, ImageError, check_header,
+                                                decode, encode, no_reference)
 from mirnet_pipeline.tasks.batch.stores import UnsafeKey, check_key, open_store
 from mirnet_pipeline.tasks.export.runtimes import RUNTIMES, ModelFileError, runtime_for
 from mirnet_pipeline.tasks.runtime import limit_malloc_arenas, release_freed_memory
@@ -58,7 +58,8 @@ STATUS_OK, STATUS_SKIPPED, STATUS_ERROR = "ok", "skipped", "error"
 PRECISION_NAMES = ("float32", "bfloat16", "float16")
 MEASURES = ("mean_luminance", "rms_contrast", "colourfulness", "sharpness")
 COLUMNS = (["key", "status", "error", "output_key", "width", "height", "mode", "bit_depth",
-            "bytes_in", "bytes_out", "seconds", "model_uri", "model_version", "precision", "runtime", "model_hash", "source_version"]
+            "bytes_in", "bytes_out", "seconds", "model_uri", "model_version", "precision", "runtime", "model_hash",
+            "source_version"]
            + [f"before_{m}" for m in MEASURES] + [f"after_{m}" for m in MEASURES]
            + ["psnr", "ssim", "mae"])
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from mirnet_pipeline.tasks.data.distortions import DISTORTION_NAMES, LEVELS
-from mirnet_pipeline.tasks.data.layout import LayoutError, check_images, find_child, find_dataset_root, index_folder, raise_if
+from mirnet_pipeline.tasks.data.layout import (LayoutError, check_images, find_child, find_dataset_root, index_folder,
+                                               raise_if)
 
 REFERENCES = tuple(range(1, 26))
 TYPES = tuple(range(1, 25))
