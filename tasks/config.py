@@ -260,7 +260,7 @@ class ExportSettings(Strict):
     OpenVINO files (``exports/<variant>/``, verified against Keras), and their
     int8 model."""
 
-    variants: list[str] = ["mirnet"]
+    variants: list[str] = []  # params.yaml names them (the pipeline's: mirnet)
     formats: list[Literal["saved_model", "onnx", "openvino"]] = ["saved_model", "onnx", "openvino"]
     images_per_dataset: int = Field(4, ge=0)  # validation images of each prepared dataset to verify on
     int8: bool = True  # also an int8 model (model.int8.onnx), calibrated on crops of the variant's training shards
