@@ -24,7 +24,7 @@ class VerificationError(RuntimeError):
 
 def read_images(paths) -> dict[str, np.ndarray]:
     """{name: float32 (H, W, 3) in [0, 1]} of image files, or of every image in folders."""
-    from PIL import Image
+    from mirnet_pipeline.tasks.data.shards import load_rgb
 
     files = []
     for path in map(Path, paths):
@@ -36,11 +36,7 @@ def read_images(paths) -> dict[str, np.ndarray]:
             raise FileNotFoundError(f"images {path}: no such file or folder")
     if not files:
         raise ValueError(f"images {', '.join(map(str, paths))}: no images to verify on")
-    images = {}
-    for file in files:
-        with Image.open(file) as image:
-            images[str(file)] = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    return images
+    return {str(file): load_rgb(file).astype(np.float32) / 255.0 for file in files}
 
 
 def verify_exports(model, written: dict[str, Path], images: dict[str, np.ndarray], folder: Path,
