@@ -1,14 +1,21 @@
-"""Graphs that every exporter converts.
+"""Graphs that every exporter converts, and runtimes run fast.
 
 Under TensorFlow, Keras runs a grouped convolution (MIRNet-v2's residual
 contextual blocks use groups 1, 2, 4, 4) as an XLA-compiled function, because
 TensorFlow's CPU kernels cannot group. tf2onnx cannot convert that function
 call (``StatefulPartitionedCall``) and OpenVINO's converter takes minutes over
-it. ``split_grouped_convolutions`` makes each grouped ``Conv2D`` of a model
+it. ``portable_graph`` makes each grouped ``Conv2D`` of a model
 compute the same thing as one plain convolution per group (split the input
 channels, convolve each slice with its slice of the kernel, concatenate) while
 a graph is traced, and puts the layers back afterwards. Weights and outputs are
 unchanged; only the traced graph differs.
+
+The same block also traces nearest-neighbour ``UpSampling2D`` (MIRNet's
+up-sampling) as one image resize. Keras writes it as two ``repeat`` calls,
+which converters turn into Tile/Reshape chains: the largest cost after the
+convolutions in ONNX Runtime's profile of the exported demo MIRNet (18 % of
+its time, ``benchmarks/operator_profile.py``), where a nearest resize by an
+integer factor is one Resize/Interpolate node with the same output.
 """
 
 from __future__ import annotations
@@ -22,6 +29,27 @@ from keras import ops
 def _grouped_convolutions(model: keras.Model) -> list:
     return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
             if isinstance(layer, keras.layers.Conv2D) and layer.groups > 1]
+
+
+def _nearest_upsamplings(model: keras.Model) -> list:
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, keras.layers.UpSampling2D) and layer.interpolation == "nearest"]
+
+
+def _nearest_resize(x, height_factor, width_factor, data_format, interpolation="nearest"):
+    """``UpSampling2D._resize_images`` for nearest interpolation, as one
+    TensorFlow resize (the exporters trace TensorFlow graphs; Keras' own
+    ``ops.image.resize`` wants a size known before tracing). Without
+    half-pixel centres, output pixel ``i`` takes source pixel
+    ``floor(i / factor)``: exactly what ``repeat`` copies there."""
+    import tensorflow as tf
+
+    if data_format == "channels_first":
+        x = tf.transpose(x, [0, 2, 3, 1])
+    shape = tf.shape(x)
+    x = tf.raw_ops.ResizeNearestNeighbor(images=x, size=tf.stack([shape[1] * height_factor, shape[2] * width_factor]),
+                                         align_corners=False, half_pixel_centers=False)
+    return tf.transpose(x, [0, 3, 1, 2]) if data_format == "channels_first" else x
 
 
 def _per_group(layer):
@@ -40,14 +68,19 @@ def _per_group(layer):
 
 
 @contextlib.contextmanager
-def split_grouped_convolutions(model: keras.Model):
+def portable_graph(model: keras.Model):
     """Within the block, every grouped ``Conv2D`` in ``model`` (nested layers
-    included) runs as one plain convolution per group."""
-    layers = _grouped_convolutions(model)
-    for layer in layers:
+    included) runs as one plain convolution per group, and every nearest
+    ``UpSampling2D`` as one resize."""
+    convolutions, upsamplings = _grouped_convolutions(model), _nearest_upsamplings(model)
+    for layer in convolutions:
         layer.convolution_op = _per_group(layer)
+    for layer in upsamplings:
+        layer._resize_images = _nearest_resize
     try:
         yield model
     finally:
-        for layer in layers:
+        for layer in convolutions:
             del layer.convolution_op  # the class's method again
+        for layer in upsamplings:
+            del layer._resize_images
