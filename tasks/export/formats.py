@@ -58,14 +58,14 @@ def export_model(model, folder: str | Path, formats=tuple(FORMATS), opset: int =
     import keras
 
     from mirnet_pipeline.model import AnySize
-    from mirnet_pipeline.model.portable import split_grouped_convolutions
+    from mirnet_pipeline.model.portable import portable_graph
 
     if "openvino" in formats:
         decline_openvino_telemetry()
     served = AnySize(model)
     signature = [keras.InputSpec(shape=(None, None, None, 3), dtype="float32")]
     written = {}
-    with split_grouped_convolutions(model):
+    with portable_graph(model):
         for name in check_formats(formats):
             keras_format = FORMATS[name][0]
             target = export_path(folder, name)
