@@ -65,8 +65,6 @@ def export_variant(params, variant: str) -> dict:
     exported and verified into ``exports/<variant>/`` (paths relative to the
     project folder, the working directory), then stored with the registry
     version that training registered for it (``reports/<variant>/mlflow.json``)."""
-    import json
-
     from mirnet_pipeline.tasks import artifacts
     from mirnet_pipeline.tasks.export.verification import default_image_paths, read_images
     from mirnet_pipeline.tasks.training.trained_models import load_model
@@ -85,16 +83,12 @@ def export_variant(params, variant: str) -> dict:
                 validation_pairs(artifacts.shard_set(dataset, "validation"), settings.int8_validation_images))
     report = write_verified_export(model, folder, images, tuple(settings.formats), source=f"{source} ({label})",
                                    int8=int8)
-    record = artifacts.variant_reports(variant) / "mlflow.json"
-    trained = json.loads(record.read_text()) if record.exists() else {}
-    if trained.get("registered_model") and trained.get("version"):
+    from mirnet_pipeline.tasks.training.trained_models import training_record
+
+    _, version = training_record(variant, params.mlflow)
+    if version is not None:
         from mlflow.tracking import MlflowClient
 
-        from mirnet_pipeline.tasks.training import tracking
-
-        tracking.configure(params.mlflow)
-        client = MlflowClient()
-        version = client.get_model_version(trained["registered_model"], str(trained["version"]))
         report["registry"] = {"version": f"{version.name}/{version.version}",
-                              "artifacts": log_to_registry(client, version, folder)}
+                              "artifacts": log_to_registry(MlflowClient(), version, folder)}
     return report

@@ -10,7 +10,6 @@ small evaluation still covers every type.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -367,24 +366,16 @@ def log_evaluation(settings: MlflowSettings, results: dict) -> dict[str, str]:
     names the run. Finished training runs are not reopened. Returns the run id
     per variant."""
     import mlflow
-    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     from mirnet_pipeline.tasks.training import tracking
-    from mirnet_pipeline.tasks.training.trained_models import logged_model_id
+    from mirnet_pipeline.tasks.training.trained_models import logged_model_id, training_record
 
     tracking.configure(settings)
     client = MlflowClient()
     runs = {}
     for variant, per_dataset in results.items():
-        run_file = artifacts.variant_reports(variant) / "mlflow.json"
-        trained = json.loads(run_file.read_text()) if run_file.exists() else {}
-        version = None
-        if trained.get("registered_model") and trained.get("version"):
-            try:
-                version = client.get_model_version(trained["registered_model"], str(trained["version"]))
-            except MlflowException:  # the registry was reset since the training
-                version = None
+        trained, version = training_record(variant)
         metrics = {f"eval.{dataset}.{split}.{k}": float(v) for dataset, splits in per_dataset.items()
                    for split, m in splits.items() for k, v in m.items() if isinstance(v, (int, float))}
         tags = {"variant": variant, "kind": "evaluation", "training_run_id": trained.get("run_id") or ""}
