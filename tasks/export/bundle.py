@@ -67,7 +67,7 @@ def export_variant(params, variant: str) -> dict:
     version that training registered for it (``reports/<variant>/mlflow.json``)."""
     from mirnet_pipeline.tasks import artifacts
     from mirnet_pipeline.tasks.export.verification import default_image_paths, read_images
-    from mirnet_pipeline.tasks.training.trained_models import load_model
+    from mirnet_pipeline.tasks.training.trained_models import load_model, training_record
 
     settings = params.export
     source = artifacts.model_file(variant)
@@ -83,8 +83,6 @@ def export_variant(params, variant: str) -> dict:
                 validation_pairs(artifacts.shard_set(dataset, "validation"), settings.int8_validation_images))
     report = write_verified_export(model, folder, images, tuple(settings.formats), source=f"{source} ({label})",
                                    int8=int8)
-    from mirnet_pipeline.tasks.training.trained_models import training_record
-
     _, version = training_record(variant, params.mlflow)
     if version is not None:
         from mlflow.tracking import MlflowClient

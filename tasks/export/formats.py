@@ -9,8 +9,9 @@ any batch size, height and width, and needs no project code to run:
 - ``onnx``: ``model.onnx``, opset ``ONNX_OPSET``, dynamic batch, height and width;
 - ``openvino``: ``openvino/model.xml`` with its ``model.bin``.
 
-Grouped convolutions (MIRNet-v2) are traced as one convolution per group
-(``model.portable``), which every converter handles.
+Grouped convolutions (MIRNet-v2) are traced as one convolution per group, which
+every converter handles, and nearest up-sampling (MIRNet) as one resize, which
+the runtimes run faster than Keras' ``repeat`` (``tasks.export.portable``).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def export_model(model, folder: str | Path, formats=tuple(FORMATS), opset: int =
     import keras
 
     from mirnet_pipeline.model import AnySize
-    from mirnet_pipeline.model.portable import portable_graph
+    from mirnet_pipeline.tasks.export.portable import portable_graph
 
     if "openvino" in formats:
         decline_openvino_telemetry()
