@@ -369,13 +369,13 @@ def log_evaluation(settings: MlflowSettings, results: dict) -> dict[str, str]:
     from mlflow.tracking import MlflowClient
 
     from mirnet_pipeline.tasks.training import tracking
-    from mirnet_pipeline.tasks.training.trained_models import logged_model_id, training_record
+    from mirnet_pipeline.tasks.training.trained_models import logged_model_id
 
     tracking.configure(settings)
     client = MlflowClient()
     runs = {}
     for variant, per_dataset in results.items():
-        trained, version = training_record(variant)
+        trained, version = tracking.training_record(variant)
         metrics = {f"eval.{dataset}.{split}.{k}": float(v) for dataset, splits in per_dataset.items()
                    for split, m in splits.items() for k, v in m.items() if isinstance(v, (int, float))}
         tags = {"variant": variant, "kind": "evaluation", "training_run_id": trained.get("run_id") or ""}

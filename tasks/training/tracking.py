@@ -186,3 +186,28 @@ def git_commit(root: Path = Path(".")) -> str:
                               text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def training_record(variant: str, settings=None) -> tuple[dict, object | None]:
+    """``(record, version)`` for a variant trained by this project: what
+    training wrote to ``reports/<variant>/mlflow.json`` (run id, registered
+    model and version; empty when it has not been trained) and that registry
+    version (None when the record names none, or the registry no longer has it,
+    as after a reset). ``settings``: the MLflow settings to configure before
+    the registry is asked (None: MLflow is configured already)."""
+    import json
+
+    from mlflow.exceptions import MlflowException
+
+    from mirnet_pipeline.tasks import artifacts
+
+    path = artifacts.variant_reports(variant) / "mlflow.json"
+    record = json.loads(path.read_text()) if path.exists() else {}
+    if not (record.get("registered_model") and record.get("version")):
+        return record, None
+    if settings is not None:
+        configure(settings)
+    try:
+        return record, MlflowClient().get_model_version(record["registered_model"], str(record["version"]))
+    except MlflowException:
+        return record, None

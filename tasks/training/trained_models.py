@@ -36,34 +36,6 @@ def registered_version(client, uri: str):
     return client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
 
 
-def training_record(variant: str, settings=None) -> tuple[dict, object | None]:
-    """``(record, version)`` for a variant trained by this project: what
-    training wrote to ``reports/<variant>/mlflow.json`` (run id, registered
-    model and version; empty when it has not been trained) and that registry
-    version (None when the record names none, or the registry no longer has it,
-    as after a reset). ``settings``: the MLflow settings to configure before
-    the registry is asked (None: MLflow is configured already)."""
-    import json
-
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    from mirnet_pipeline.tasks import artifacts
-
-    path = artifacts.variant_reports(variant) / "mlflow.json"
-    record = json.loads(path.read_text()) if path.exists() else {}
-    if not (record.get("registered_model") and record.get("version")):
-        return record, None
-    if settings is not None:
-        from mirnet_pipeline.tasks.training import tracking
-
-        tracking.configure(settings)
-    try:
-        return record, MlflowClient().get_model_version(record["registered_model"], str(record["version"]))
-    except MlflowException:
-        return record, None
-
-
 def load_model(uri: str | Path):
     """``(model, version)``: the Keras model and a version string, the registry's
     ``<name>/<version>`` or ``sha256:<first 12 hex digits>`` of the file."""

@@ -1,4 +1,4 @@
-"""``trained_models.training_record``: the registry version a variant's
+"""``tracking.training_record``: the registry version a variant's
 training recorded, as evaluation and export look it up."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from mirnet_pipeline.tasks.config import MlflowSettings
-from mirnet_pipeline.tasks.training.trained_models import training_record
+from mirnet_pipeline.tasks.training.tracking import training_record
 
 
 def test_the_recorded_version_is_found_and_a_missing_one_is_none(tmp_path, monkeypatch):
