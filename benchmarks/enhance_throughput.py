@@ -21,6 +21,11 @@ the architecture's RRGs, MRBs and channels (default 1,1,16: the demo's MIRNet).
 The model is untrained: the int8 PSNR against ground truth of a trained model
 is in ``mirnet-export --int8``'s report.
 
+The batch job's own work (decoding, encoding, the no-reference measures of
+input and output) is timed per image on one core; with the model alone's rate
+it gives each runtime's bound on these cores, if model and own work shared
+them perfectly.
+
 Memory: peak resident memory of a child process enhancing one 6000x4000 photo
 tiled as the batch job does (its default tile, overlap and tile batch) against
 one calling the model on the whole image; a child going over
@@ -149,6 +154,37 @@ def model_only(model_path: str, source: Path, batch: int, runtime: str | None = 
     return time.perf_counter() - start
 
 
+def own_work(source: Path) -> dict[str, float]:
+    """Milliseconds of one core per image for the batch job's own work on
+    ``source``'s images, best of three: reading and decoding, encoding the
+    output (an image of the same size, in the same format) and the
+    no-reference measures of input and output."""
+    from mirnet_pipeline.tasks.batch.images import decode, encode, no_reference
+
+    data = [p.read_bytes() for p in sorted(source.glob("*.png"))][:8]
+    decoded = [decode(d, "image", 10**9) for d in data]
+    steps = {"decode": lambda i: decode(data[i], "image", 10**9).rgb,
+             "encode": lambda i: encode(decoded[i], decoded[i].rgb),
+             "measures": lambda i: (no_reference(decoded[i].rgb), no_reference(decoded[i].rgb))}
+    costs = {}
+    for name, step in steps.items():
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            for i in range(len(data)):
+                step(i)
+            best = min(best, (time.perf_counter() - start) / len(data))
+        costs[name] = 1000 * best
+    return costs
+
+
+def ceiling_with_own_work(model_images_per_s: float, own_ms: float, cores: int) -> float:
+    """Images/s of the batch job if the model alone ran at ``model_images_per_s``
+    on all ``cores`` and the job's own work (``own_ms`` of one core per image)
+    shared them perfectly: what no scheduling can beat."""
+    return 1.0 / (1.0 / model_images_per_s + own_ms / 1000.0 / cores)
+
+
 def difference_levels(first: Path, second: Path) -> tuple[float, float, float]:
     """(max, mean, share of values that differ) between two folders of 8-bit PNGs, in 8-bit levels."""
     diffs = [np.abs(np.asarray(Image.open(a), np.int16) - np.asarray(Image.open(second / a.name), np.int16))
@@ -209,6 +245,8 @@ def main(argv=None) -> dict:
 
 
 def measure(args, work: Path) -> dict:
+    from mirnet_pipeline.tasks.export.runtimes import available_cores
+
     rrg, mrb, channels = (int(v) for v in args.mirnet.split(","))
     model_path = make_model(work / "mirnet.keras", rrg, mrb, channels)
     make_images(work / "in", args.images)
@@ -229,6 +267,14 @@ def measure(args, work: Path) -> dict:
              f"{args.images} images 512x384: naive loop {args.images / naive:.2f} img/s ({megapixels / naive:.2f} MP/s); "
              f"the model alone (float32) {args.images / alone:.2f} img/s = {naive / alone:.2f}x the naive loop, "
              "the most any pipeline could reach"]
+    costs = own_work(work / "in")
+    own_ms = sum(costs.values())
+    cores = available_cores()
+    result["own_work_ms_per_image"] = costs
+    lines.append(f"the batch job's own work: {own_ms:.1f} ms of one core per image ("
+                 + ", ".join(f"{k} {v:.1f}" for k, v in costs.items())
+                 + f"); with it on the same {cores} cores, the model alone's {args.images / alone:.2f} img/s "
+                 f"becomes at most {ceiling_with_own_work(args.images / alone, own_ms, cores):.2f}")
     for precision in args.precisions.split(","):
         batched = batch_job(model_path, work / "in", work / f"batch-{precision}", args.batch, precision)
         result[f"batch_{precision}_images_per_s"] = args.images / batched
@@ -258,13 +304,16 @@ def measure(args, work: Path) -> dict:
             ceiling = model_only(file, work / "in", args.batch, runtime)
             largest, mean, share = difference_levels(keras_outputs, work / f"batch-{name}")
             psnr = psnr_between(keras_outputs, work / f"batch-{name}")
+            bound = ceiling_with_own_work(args.images / ceiling, own_ms, cores)
             result[name] = {"images_per_s": args.images / batched, "ratio": naive / batched,
                             "model_only_images_per_s": args.images / ceiling, "model_only_ratio": naive / ceiling,
+                            "with_own_work_at_most_images_per_s": bound,
                             "max_levels": largest, "mean_levels": mean, "share_differing": share,
                             "psnr_vs_keras_db": psnr}
             lines.append(f"batch job, {runtime} {kind}: {args.images / batched:.2f} img/s = {naive / batched:.2f}x "
                          f"the naive loop (the model alone {args.images / ceiling:.2f} img/s = "
-                         f"{naive / ceiling:.2f}x); output vs Keras float32: max {largest:.0f} levels, "
+                         f"{naive / ceiling:.2f}x; with the job's own work at most {bound:.2f} img/s = "
+                         f"{naive * bound / args.images:.2f}x); output vs Keras float32: max {largest:.0f} levels, "
                          f"mean {mean:.3f}, PSNR {psnr:.1f} dB")
     if not args.skip_memory:
         tiled = peak_memory(model_path, True, args.memory_cap_gb)

@@ -77,6 +77,30 @@ def test_openvino_also_runs_the_onnx_file_and_in_bfloat16(exported, images):
     assert 0 < np.abs(bfloat16 - expected).max() < 0.1  # bfloat16 rounds: close, not equal
 
 
+@pytest.mark.parametrize("exported", ["mirnet"], indirect=True)
+def test_concurrent_requests_keep_each_image_in_its_place(exported, images):
+    """A batch runs as concurrent one-image requests: whatever their number,
+    the output batch is the Keras model's, image by image, in order."""
+    from mirnet_pipeline.model import infer
+
+    model, folder, _ = exported
+    pair = [images[k] for k in sorted(images)]
+    # five different images of one size: crops of the two odd-size ones, flipped and not
+    crops = [pair[0][:37, :45], pair[1][:37, :45], pair[0][-37:, -45:, ::-1], pair[1][1:38, 2:47], pair[0][::-1][:37, :45]]
+    batch = np.stack(crops)
+    expected = infer(model, batch, batch_size=5)
+    assert min(np.abs(expected[i] - expected[j]).max() for i in range(5) for j in range(i)) > 0.05
+    for path, runtime in [(folder / "model.onnx", "onnxruntime"), (folder / "openvino/model.xml", "openvino")]:
+        for streams in (1, 2, 3):
+            exported_model = ExportedModel(path, runtime, streams=streams)
+            assert exported_model.streams == streams
+            got = exported_model.predict_on_batch(batch)
+            assert got.shape == batch.shape
+            assert np.abs(got - expected).max() <= 1e-3, (runtime, streams)
+            # twice in a row: a reused request gives the new batch's outputs
+            assert np.abs(exported_model.predict_on_batch(batch[::-1]) - expected[::-1]).max() <= 1e-3
+
+
 @pytest.mark.parametrize("exported", ["cnn"], indirect=True)
 def test_a_failed_verification_leaves_the_previous_export(exported, images):
     model, folder, report = exported
