@@ -189,6 +189,8 @@ class ExportedModel:
                   "INFERENCE_NUM_THREADS": threads * self.streams}
         compiled = core.compile_model(model, "CPU", config)
         queue = ov.AsyncInferQueue(compiled, self.streams)
+        # one batch at a time: the queue and its outputs are shared (the batch
+        # job calls the model under its lock)
         outputs: dict[int, np.ndarray] = {}
 
         def keep(request, index):  # the request is reused: its output is copied now
