@@ -23,21 +23,33 @@ from tqdm.auto import tqdm
 
 from mirnet_pipeline.flows import prefect_api
 from mirnet_pipeline.flows.enhance_command import CHUNK_WORKERS
-from mirnet_pipeline.tasks.batch.job import (DestinationBusy, EnhanceJob, OverlappingLocations, check_locations, chunks,
-                             claim_destination, key_text, ledger, listing, new_run_id, plan, process_chunk,
-                             progress_reports, summarize, write_metrics)
+from mirnet_pipeline.tasks.batch.claim import DestinationBusy, DestinationUnusable, claim_destination
+from mirnet_pipeline.tasks.batch.job import (EnhanceJob, OverlappingLocations, check_locations, chunks, key_text,
+                                             ledger, listing, new_run_id, plan, process_chunk, progress_reports,
+                                             summarize, write_metrics)
+from mirnet_pipeline.tasks.batch.stopping import stoppable
 
 
-class ImagesFailed(RuntimeError):
-    """Some images failed: the flow run ends Failed; ``summary`` is what the flow
-    would have returned (with the failures listed)."""
+class JobEnded(RuntimeError):
+    """The flow run ends Failed, everything it did written; ``summary`` is what
+    the flow would have returned (with the failures listed), ``exit_status``
+    the command's."""
 
-    def __init__(self, message: str, summary: dict):
-        super().__init__(message, summary)  # both in args: the exception survives pickling
-        self.summary = summary
+    def __init__(self, message: str, summary: dict, exit_status: int = 1):
+        super().__init__(message, summary, exit_status)  # all in args: the exception survives pickling
+        self.summary, self.exit_status = summary, exit_status
 
     def __str__(self) -> str:
         return self.args[0]
+
+
+class ImagesFailed(JobEnded):
+    """Some images failed."""
+
+
+class JobStopped(JobEnded):
+    """The job stopped early: a signal (exit status 128 + its number), a full
+    or read-only destination, a lost claim."""
 
 
 @task(name="enhance-chunk", retries=1)
@@ -61,11 +73,15 @@ def task_runner(dask_address: str | None, workers: int):
 @flow(name="enhance", task_runner=task_runner(None, CHUNK_WORKERS))
 def enhance_folder(job: EnhanceJob) -> dict:
     check_locations(job)  # before the claim writes its lock in the destination
-    with claim_destination(job):
-        infos, rows = plan(job, listing(job))  # rows: keys refused before any work (colliding outputs)
-        run_id = new_run_id()
-        done = ledger(job)  # read once; each chunk gets the rows of its own keys
-        with tqdm(total=len(infos) + len(rows), initial=len(rows), unit="img", desc="enhance") as bar:
+    run_id = new_run_id()
+    logger = get_run_logger()
+    with stoppable(run_id) as stop, claim_destination(job, on_lost=stop.request):
+        infos, refused = plan(job, listing(job))  # refused before any work: colliding outputs
+        rows, keys = list(refused), len(infos) + len(refused)
+        done, set_aside = ledger(job)  # read once; each chunk gets the rows of its own keys
+        for line in set_aside:
+            logger.warning(f"damaged ledger part set aside: {line}")
+        with tqdm(total=keys, initial=len(rows), unit="img", desc="enhance") as bar:
             counted = collections.Counter()  # images reported so far, per chunk
             lock = threading.Lock()
 
@@ -86,18 +102,33 @@ def enhance_folder(job: EnhanceJob) -> dict:
                     with lock:  # chunks elsewhere (Dask) count when they return
                         bar.update(max(0, len(chunk_rows) - counted[i]))
                         counted[i] = len(chunk_rows)
-        metrics = write_metrics(job, rows)
-    summary = {**summarize(rows), "metrics": metrics}
+        metrics = written_metrics(job, rows)
+    summary = {"keys": keys, **summarize(rows), **metrics, "ledger_set_aside": set_aside}
     failures = [{"key": r["key"], "error": r["error"]} for r in rows if r["status"] == "error"]
     create_table_artifact([summary], key="enhance-summary", description=f"{job.source} -> {job.destination}")
     if failures:
         create_table_artifact(failures, key="enhance-failures", description="Images that failed")
     summary["failures"] = failures
-    get_run_logger().info(summary)
+    logger.info(summary)
+    if stop.requested:
+        raise JobStopped(f"stopped: {stop.reason}; {len(rows)} of {keys} images done and in the metrics "
+                         "(run the same job again to go on)", summary, stop.exit_status)
     if failures:  # the run ends Failed, as the command's exit status says; everything else is written
         raise ImagesFailed(f"{len(failures)} of {summary['images']} images failed (see the enhance-failures "
                            "artifact and the metrics Parquet)", summary)
     return summary
+
+
+def written_metrics(job: EnhanceJob, rows: list[dict]) -> dict:
+    """``{"metrics": where}`` once the metrics Parquet is written, or
+    ``{"metrics": None, "metrics_error": why}`` where it could not be (a full
+    or read-only destination)."""
+    try:
+        return {"metrics": write_metrics(job, rows)}
+    except OSError as exc:
+        where = job.metrics or f"{job.destination.rstrip('/')}/metrics.parquet"
+        return {"metrics": None, "metrics_error": f"the metrics could not be written to {where} "
+                                                  f"({exc.strerror or exc})"}
 
 
 def run(job: EnhanceJob, dask_address: str | None = None, chunk_workers: int = CHUNK_WORKERS) -> int:
@@ -107,9 +138,17 @@ def run(job: EnhanceJob, dask_address: str | None = None, chunk_workers: int = C
     try:
         with prefect_api():
             enhance_folder.with_options(task_runner=task_runner(dask_address, chunk_workers))(job)
-    except (DestinationBusy, OverlappingLocations) as exc:
+    except (DestinationBusy, DestinationUnusable, OverlappingLocations) as exc:
         print(f"mirnet-enhance: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C before the job started its work: nothing written
+        print("mirnet-enhance: interrupted before any image was enhanced", file=sys.stderr)
+        return 130
+    except JobStopped as exc:
+        print(f"mirnet-enhance: {exc}", file=sys.stderr)
+        if exc.summary.get("metrics_error"):
+            print(f"mirnet-enhance: {exc.summary['metrics_error']}", file=sys.stderr)
+        return exc.exit_status
     except ImagesFailed as exc:
         for failure in exc.summary["failures"]:
             print(f"FAILED {failure['key']}: {failure['error']}", file=sys.stderr)
@@ -127,9 +166,9 @@ def demo_stage() -> int:
         with prefect_api():
             enhance_folder(EnhanceJob(source=settings.source, destination=settings.destination,
                                       model=settings.model, reference=settings.reference))
-    except ImagesFailed as exc:
+    except JobEnded as exc:
         print(f"enhance: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_status
     return 0
 
 

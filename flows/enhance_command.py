@@ -6,9 +6,10 @@
     mirnet-enhance photos enhanced --model models:/mirnet@champion --runtime openvino
 
 What the user gives is checked first, in this light module, before Prefect,
-Keras or TensorFlow are imported: the options, that local folders exist, that
-the model file exists or the registry holds the model, the destination is
-not the source. A mistake costs a second and ends with one line
+Keras or TensorFlow are imported: the options, that no option carries
+credentials, that local folders exist and S3 buckets answer, that the model's
+files are what they should be or the registry holds the model and its files,
+the destination is not the source and can be written. A mistake costs a second and ends with one line
 (``mirnet-enhance: error: ...``) and exit status 2; the flow itself lives in
 ``flows/enhance.py``. Paths are the user's, read from the working directory.
 The MLflow registry is ``--tracking-uri``, else
@@ -25,8 +26,10 @@ import os
 import sys
 from pathlib import Path
 
+from mirnet_pipeline.tasks.batch.claim import DestinationUnusable, own_folder
 from mirnet_pipeline.tasks.batch.images import FORMATS
 from mirnet_pipeline.tasks.batch.job import PRECISION_NAMES, EnhanceJob, JobInputError, check_locations, preflight
+from mirnet_pipeline.tasks.credentials import check_no_credentials
 from mirnet_pipeline.tasks.export.runtimes import RUNTIMES
 from mirnet_pipeline.tasks.training.trained_models import registered_version
 
@@ -73,6 +76,8 @@ def parser() -> argparse.ArgumentParser:
 def parse(argv: list[str]) -> tuple[EnhanceJob, argparse.Namespace]:
     """The job the arguments describe (``ValueError`` naming the option if one is bad)."""
     args = parser().parse_args(argv)
+    for name in ("tracking_uri", "dask_address"):
+        check_no_credentials(f"--{name.replace('_', '-')}", getattr(args, name))
     fields = {k: v for k, v in vars(args).items() if k not in NOT_JOB_FIELDS}
     fields["exclude"] = tuple(args.exclude)
     if args.include:
@@ -86,9 +91,10 @@ def tracking_uri(given: str | None) -> str | None:
     return given or os.environ.get("MLFLOW_TRACKING_URI") or project_tracking_uri()
 
 
-def check_registered(uri: str, store: str | None) -> None:
+def check_registered(uri: str, store: str | None, runtime: str | None = None) -> None:
     """The registry at ``store`` (MLflow's default: None) holds ``models:/<name>@<alias>``
-    or ``models:/<name>/<version>``."""
+    or ``models:/<name>/<version>``, and the files that run it on ``runtime``
+    are there and sound (``JobInputError`` naming the version and what is missing)."""
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -102,6 +108,15 @@ def check_registered(uri: str, store: str | None) -> None:
     except MlflowException:
         raise JobInputError(f"model {uri}: not in the MLflow registry at {store} "
                             "(check the name and alias in the MLflow UI, or give --tracking-uri)") from None
+    from mirnet_pipeline.tasks.export.runtimes import ModelFileError, model_files
+    from mirnet_pipeline.tasks.training.trained_models import model_file
+
+    try:
+        path, _ = model_file(uri, runtime)
+        if path is not None:
+            model_files(path)
+    except (ModelFileError, FileNotFoundError) as exc:
+        raise JobInputError(str(exc)) from None
 
 
 def check_exported(job: EnhanceJob) -> None:
@@ -121,10 +136,15 @@ def main(argv: list[str] | None = None) -> int:
         if uri:
             os.environ["MLFLOW_TRACKING_URI"] = uri  # for this process and the workers it starts
         if job.model.startswith("models:/"):
-            check_registered(job.model, uri)
+            check_registered(job.model, uri, job.runtime)
         if job.runtime not in (None, "keras") or (not job.model.startswith("models:/")
                                                   and Path(job.model).suffix != ".keras"):
             check_exported(job)
+        if not job.destination.startswith("s3://"):  # last: the destination's own folder is made here
+            try:
+                own_folder(job.destination)
+            except DestinationUnusable as exc:
+                raise JobInputError(str(exc)) from None
     except (ValueError, FileNotFoundError) as exc:  # JobInputError, ConfigError, ModelFileError, ModelNotFound
         print(f"mirnet-enhance: error: {exc}", file=sys.stderr)
         return 2

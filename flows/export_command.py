@@ -9,6 +9,8 @@ The exports go into DESTINATION (``saved_model/``, ``model.onnx``,
 ``openvino/model.xml``) with ``export.json``, the verification report: per
 format, the largest absolute difference from the Keras model over the images
 (at most 1e-3 to pass). Nothing is written unless every export passes.
+DESTINATION is a new or empty folder, or a previous export, which is
+replaced; any other folder, or one holding the model, is refused untouched.
 ``--int8`` adds ``model.int8.onnx``, quantized after calibration on training
 crops, and its PSNR and SSIM against float32 on the validation split. A
 registry model's exports are also stored with its version in MLflow
@@ -62,8 +64,15 @@ def check(args) -> list[Path]:
             read_manifest(Path(args.int8) / split)  # ShardError (a ValueError) names a missing set
         if args.calibration_crops < 1 or (args.validation_images is not None and args.validation_images < 1):
             raise ValueError("--calibration-crops and --validation-images: must be at least 1")
-    if registry_reference(args.model) is None and not Path(args.model).is_file():
-        raise ValueError(f"model {args.model}: no such file (give a .keras file or models:/<name>@<alias>)")
+    if registry_reference(args.model) is None:
+        from mirnet_pipeline.tasks.export.runtimes import model_files
+
+        if not (Path(args.model).exists() or Path(args.model).is_symlink()):
+            raise ValueError(f"model {args.model}: no such file (give a .keras file or models:/<name>@<alias>)")
+        model_files(args.model)  # ModelFileError (a ValueError): a link out, a device, a pipe
+    from mirnet_pipeline.tasks.export.bundle import check_export_folder
+
+    check_export_folder(args.destination, None if registry_reference(args.model) else args.model)
     if args.images:
         paths = [Path(p) for p in args.images]
         missing = [str(p) for p in paths if not p.exists()]

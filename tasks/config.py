@@ -4,6 +4,9 @@ pydantic models. Flows take these models as parameters.
 Every error names the offending key as a dotted path, e.g.
 ``params.yaml: models.mirnet.options.channels: Input should be a valid integer``.
 Unknown keys are errors too, so a typo never silently falls back to a default.
+Every value is checked, the base settings and every profile's overrides
+alike, not only the profile selected today; numbers must be finite, and no
+value may carry credentials (``tasks.credentials``).
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from typing import Annotated, Any, Literal, Union
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from mirnet_pipeline.tasks.credentials import WHERE, carries_credentials
 
 PARAMS_FILE = Path("params.yaml")
 # the checkout this code runs from (where its params.yaml, mlflow.db and models live)
@@ -28,7 +34,15 @@ class ConfigError(ValueError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_credentials(cls, value, info: ValidationInfo):
+        if isinstance(value, str) and (hidden := carries_credentials(value)) is not None:
+            raise PydanticCustomError("credentials", "{hidden} carries credentials; {where}",
+                                      {"hidden": hidden, "where": WHERE})
+        return value
 
 
 def declared_architectures() -> dict[str, dict[str, tuple[Any, Any]]]:
@@ -70,7 +84,8 @@ def _annotation(node) -> Any:
 def _spec_model(name: str, options: dict[str, tuple[Any, Any]]) -> type[BaseModel]:
     """A strict pydantic model of one architecture's builder options and defaults."""
     options_model = pydantic.create_model(
-        f"{name}_options", __config__=ConfigDict(extra="forbid", strict=True, frozen=True), **options
+        f"{name}_options", __config__=ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False),
+        **options
     )
     return pydantic.create_model(
         f"{name}_spec",
@@ -328,7 +343,7 @@ def _format(exc: pydantic.ValidationError, source: str) -> str:
         key = ".".join(str(part) for part in loc) or "(top level)"
         message = error["msg"].removeprefix("Value error, ")
         got = error.get("input")
-        shown = "" if isinstance(got, dict) or error["type"] == "missing" else f" (got {got!r})"
+        shown = "" if isinstance(got, dict) or error["type"] in ("missing", "credentials") else f" (got {got!r})"
         lines.append(f"{source}: {key}: {message}{shown}")
     return "\n".join(lines)
 
@@ -359,14 +374,29 @@ def apply_profile(data: dict, source: str = "params.yaml") -> dict:
 
 
 def parse_params(data: dict, source: str = "params.yaml") -> Params:
-    """Apply the selected profile and validate; raise ``ConfigError`` naming each bad key."""
+    """Validate the base settings and each profile's, and return the selected
+    profile's; raise ``ConfigError`` naming each bad key (and the profile
+    whose overrides hold it). A value a profile overrides is checked all the
+    same: it is what the base settings, or another profile, would run with."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
-    data = apply_profile(data, source)
+    selected = apply_profile(data, source)
+    profiles = data.get("profiles") or {}
+    if not isinstance(profiles, dict):
+        raise ConfigError(f"{source}: profiles: expected a mapping of profile names to overrides")
+    base = {key: value for key, value in data.items() if key not in ("profile", "profiles")}
+    checks = [(base, source)] + [(apply_profile({**data, "profile": name}, source), f"{source} (profile {name})")
+                                 for name in profiles]
+    for settings, label in checks:
+        _validated(settings, label)
+    return _validated(selected, source)
+
+
+def _validated(data: dict, label: str) -> Params:
     try:
         return Params.model_validate(data)
     except pydantic.ValidationError as exc:
-        raise ConfigError(_format(exc, source)) from None
+        raise ConfigError(_format(exc, label)) from None
 
 
 def load_params(path: str | os.PathLike | None = None) -> Params:

@@ -29,9 +29,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
-import hashlib
 import io
-import tempfile
+import math
 import threading
 import time
 import uuid
@@ -42,14 +41,16 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
-from filelock import FileLock, Timeout
 
 from mirnet_pipeline.tasks.batch.images import (EXTENSIONS, FORMATS, HEADER_BYTES, ImageError, check_header,
                                                 decode, encode, no_reference)
-from mirnet_pipeline.tasks.batch.stores import UnsafeKey, check_key, open_store
-from mirnet_pipeline.tasks.export.runtimes import RUNTIMES, ModelFileError, runtime_for
+from mirnet_pipeline.tasks.batch.claim import OWN_FOLDER, staging_folder
+from mirnet_pipeline.tasks.batch.stopping import Stop, destination_fault, stop_of
+from mirnet_pipeline.tasks.batch.stores import UnsafeKey, check_key, check_reachable, open_store
+from mirnet_pipeline.tasks.credentials import check_no_credentials
+from mirnet_pipeline.tasks.export.runtimes import RUNTIMES, ModelFileError, model_files, runtime_for
 from mirnet_pipeline.tasks.runtime import limit_malloc_arenas, release_freed_memory
-from mirnet_pipeline.tasks.storage import atomic_write_bytes, remove_temporaries
+from mirnet_pipeline.tasks.storage import atomic_write_bytes
 from mirnet_pipeline.tasks.training.trained_models import load_model as load_trained, registry_reference
 
 STATUS_OK, STATUS_SKIPPED, STATUS_ERROR = "ok", "skipped", "error"
@@ -69,8 +70,8 @@ class EnhanceJob:
     source: str
     destination: str
     model: str  # models:/<name>@<alias>, models:/<name>/<version>, a .keras file or an export (tasks.export)
-    # every extension the job reads, either case
-    include: tuple[str, ...] = tuple(f"*{e}" for e in EXTENSIONS) + tuple(f"*{e.upper()}" for e in EXTENSIONS)
+    # every extension the job reads (globs match in any case: *.jpg takes photo.Jpg)
+    include: tuple[str, ...] = tuple(f"*{e}" for e in EXTENSIONS)
     exclude: tuple[str, ...] = ()
     output_format: str | None = None  # PNG, JPEG, WEBP, TIFF, BMP; None: same as input
     suffix: str = ""
@@ -90,8 +91,13 @@ class EnhanceJob:
     runtime: str | None = None
     metrics: str | None = None  # default: <destination>/metrics.parquet
     state_dir: str | None = None  # folder or s3:// prefix of the resume ledger; default: <destination>/.enhance
+    lease_seconds: float = 60.0  # an S3 destination's claim lapses this long after its holder's last renewal
 
     def __post_init__(self):
+        for name in ("source", "destination", "model", "reference", "endpoint_url", "metrics", "state_dir"):
+            check_no_credentials(name, getattr(self, name))
+        if not (math.isfinite(self.lease_seconds) and self.lease_seconds > 0):
+            raise ValueError(f"lease_seconds: must be a positive number of seconds, got {self.lease_seconds}")
         if self.precision not in PRECISION_NAMES:
             raise ValueError(f"precision: expected one of {', '.join(PRECISION_NAMES)}, got {self.precision!r}")
         if self.runtime is not None and self.runtime not in RUNTIMES:
@@ -109,19 +115,15 @@ class EnhanceJob:
         """Where the resume ledger lives: with the destination (``.enhance``
         under its folder or prefix), so every worker on every machine, and a
         re-run from any directory, sees the same state."""
-        return self.state_dir or f"{self.destination.rstrip('/')}/.enhance"
+        return self.state_dir or f"{self.destination.rstrip('/')}/{OWN_FOLDER}"
 
     def state_store(self):
         return open_store(self.state_uri(), self.endpoint_url, self.region)
 
-    def lock_path(self) -> Path:
-        """The file lock that keeps a second job off the destination: beside the
-        ledger for a local one; for S3, in this machine's temporary folder (it
-        guards against a second job started here)."""
-        if self.state_uri().startswith("s3://"):
-            digest = hashlib.sha256(self.state_uri().encode()).hexdigest()[:16]
-            return Path(tempfile.gettempdir()) / f"mirnet-enhance-{digest}.lock"
-        return Path(self.state_uri()) / "job.lock"
+    def destination_store(self, max_connections: int = 16):
+        """The destination; a local one keeps its temporaries in its ``.enhance/tmp``."""
+        return open_store(self.destination, self.endpoint_url, self.region, max_connections,
+                          staging=staging_folder(self.destination))
 
 
 class JobInputError(ValueError):
@@ -129,8 +131,10 @@ class JobInputError(ValueError):
 
 
 def preflight(job: EnhanceJob) -> None:
-    """Check what can be checked without Keras, the store or the registry: the
-    local folders exist, and the model is a file or a well-formed registry URI."""
+    """Check what can be checked without Keras or the registry: the local
+    folders exist, the S3 buckets answer with the credentials at hand, and the
+    model is a well-formed registry URI or a model whose files are what they
+    should be (none of their bytes read)."""
     for name, location in (("source", job.source), ("reference", job.reference)):
         if location and not location.startswith("s3://") and not Path(location).is_dir():
             raise JobInputError(f"{name} {location}: no such folder (give a folder or an s3://bucket/prefix)")
@@ -144,8 +148,17 @@ def preflight(job: EnhanceJob) -> None:
                                 "or models:/<name>@<alias>)")
         try:
             runtime_for(job.model, job.runtime)
+            model_files(job.model)
         except ModelFileError as exc:
             raise JobInputError(str(exc)) from None
+    locations = {job.source: "source", job.destination: "destination", job.reference: "reference",
+                 job.state_uri(): "state-dir", job.metrics: "metrics"}
+    for location, name in locations.items():
+        if location and location.startswith("s3://"):
+            try:
+                check_reachable(location, job.endpoint_url, job.region)
+            except ValueError as exc:
+                raise JobInputError(f"{name} {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -225,7 +238,11 @@ def plan(job: "EnhanceJob", infos: list) -> tuple[list, list[dict]]:
     already has): every kept key gets its own output key."""
     owners: dict[str, str] = {}
     keep, refused = [], []
+    previous = None
     for info in sorted(infos, key=lambda i: i.key):
+        if info.key == previous:  # listed twice (a listing that repeats a page): one object, one row
+            continue
+        previous = info.key
         target = output_of(job, info.key)
         owner = owners.setdefault(target, info.key)
         if owner == info.key:
@@ -289,7 +306,7 @@ class ChunkProcessor:
         limit_malloc_arenas()  # before the I/O threads start
         self.job = job
         self.source = open_store(job.source, job.endpoint_url, job.region, job.workers * 2)
-        self.destination = open_store(job.destination, job.endpoint_url, job.region, job.workers * 2)
+        self.destination = job.destination_store(job.workers * 2)
         self.reference = open_store(job.reference, job.endpoint_url, job.region) if job.reference else None
         loaded = load_model(job.model, job.precision, job.runtime)
         self.model, self.model_version, self.lock = loaded.model, loaded.version, loaded.lock
@@ -340,8 +357,12 @@ class ChunkProcessor:
         row["seconds"] += time.perf_counter() - started
         return row
 
-    def run(self, infos: list, done: dict, on_row=None) -> list[dict]:
-        """The chunk's rows; ``on_row()`` is called as each one is done (progress)."""
+    def run(self, infos: list, done: dict, on_row=None, stop: Stop | None = None) -> list[dict]:
+        """The chunk's rows; ``on_row()`` is called as each one is done
+        (progress). Once ``stop`` is set no more images are read: the rows are
+        those of the images done (a write that finds the destination full or
+        read-only sets it)."""
+        stop = stop if stop is not None else Stop()
         rows = _Rows(on_row)
         todo = []
         for info in infos:
@@ -369,7 +390,7 @@ class ChunkProcessor:
             reads: collections.deque = collections.deque()
 
             def read_ahead():
-                while len(reads) < ahead:
+                while len(reads) < ahead and not stop.requested:
                     base = next(queue, None)
                     if base is None:
                         return
@@ -385,6 +406,8 @@ class ChunkProcessor:
                     except Exception as exc:  # noqa: BLE001
                         row.pop("_key", None)
                         rows.append({**row, "status": STATUS_ERROR, "error": f"write: {exc}"})
+                        if destination_fault(exc):
+                            stop.request(f"destination {self.job.destination}: {exc.strerror}")
 
             pending: list = []  # same-size images waiting to be batched
 
@@ -450,49 +473,39 @@ def frame(rows: list[dict]) -> pd.DataFrame:
     return table
 
 
-class DestinationBusy(RuntimeError):
-    pass
+LEDGER_PARTS = "part-*.parquet"
+DAMAGED = "damaged"  # where parts that cannot be read are set aside, under the ledger's folder or prefix
 
 
-@contextlib.contextmanager
-def claim_destination(job: EnhanceJob):
-    """Hold the job's destination (through a lock beside its resume ledger):
-    a second job on it fails at once instead of racing this one, and what a
-    killed job left half-written there is removed before any work starts."""
-    path = job.lock_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(path)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise DestinationBusy(f"{job.destination}: another enhancement job is writing there "
-                              f"(it holds {path})") from None
-    try:
-        if not job.destination.startswith("s3://"):  # S3 objects appear whole or not at all
-            remove_temporaries(job.destination)
-        yield
-    finally:
-        lock.release()
-
-
-def ledger(job: EnhanceJob) -> dict:
-    """key -> the row of its latest success (part names start with the run's time),
-    i.e. what its output holds now."""
-    done = {}
+def ledger(job: EnhanceJob) -> tuple[dict, list[str]]:
+    """(key -> the row of its latest success (part names start with the run's
+    time), i.e. what its output holds now; the parts set aside). A part that
+    cannot be read is moved to ``damaged/`` under the ledger and named in the
+    list: what it described is simply done again."""
+    done, set_aside = {}, []
     store = job.state_store()
     try:
-        parts = sorted(info.key for info in store.list(["part-*.parquet"]) if "/" not in info.key)
+        parts = sorted(info.key for info in store.list([LEDGER_PARTS]) if "/" not in info.key)
     except FileNotFoundError:  # no ledger yet
         parts = []
     for part in parts:
-        for row in pd.read_parquet(io.BytesIO(store.read(part))).to_dict("records"):
+        try:
+            rows = pd.read_parquet(io.BytesIO(store.read(part))).to_dict("records")
+            if rows and not {"key", "status", "source_version", "model_version"} <= set(rows[0]):
+                raise ValueError("not a ledger part: it lacks the key, status and version columns")
+        except Exception as exc:  # noqa: BLE001  (Arrow's errors for damaged files are of many kinds)
+            store.move(part, f"{DAMAGED}/{part}")
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            set_aside.append(f"{job.state_uri().rstrip('/')}/{part}: {first[:200]} (moved to {DAMAGED}/)")
+            continue
+        for row in rows:
             if row["status"] in (STATUS_OK, STATUS_SKIPPED):
                 # parts written before these columns existed
                 row["precision"] = _stored(row, "precision", "float32")
                 row["runtime"] = _stored(row, "runtime", "keras")
                 row["model_hash"] = _stored(row, "model_hash", None)
                 done[row["key"]] = row
-    return done
+    return done, set_aside
 
 
 class _Rows(list):
@@ -527,11 +540,25 @@ def progress_reports(run_id: str, callback):
 
 def process_chunk(job: EnhanceJob, infos: list, run_id: str, index: int, done: dict) -> list[dict]:
     """Enhance one chunk and save its rows to the resume ledger; ``done``: the
-    ledger's rows for these keys (the flow reads the ledger once per job)."""
+    ledger's rows for these keys (the flow reads the ledger once per job).
+    A chunk of a job that is stopping returns at once, or after the images it
+    has read; where the ledger cannot be written (a full disk) its rows still
+    return, and the job stops."""
+    stop = stop_of(run_id)
+    if stop is None:  # a chunk on a Dask worker runs to its end
+        stop = Stop()
+    if stop.requested:
+        return []
     processor = ChunkProcessor(job)
     progress = PROGRESS.get(run_id)
-    rows = list(processor.run(infos, done, on_row=(lambda: progress(index)) if progress else None))
-    job.state_store().write(f"part-{run_id}-{index:06d}.parquet", frame(rows).to_parquet(index=False))
+    rows = list(processor.run(infos, done, on_row=(lambda: progress(index)) if progress else None, stop=stop))
+    if rows:
+        try:
+            job.state_store().write(f"part-{run_id}-{index:06d}.parquet", frame(rows).to_parquet(index=False))
+        except OSError as exc:
+            if not destination_fault(exc):
+                raise
+            stop.request(f"ledger {job.state_uri()}: {exc.strerror}")
     return rows
 
 
@@ -551,7 +578,7 @@ def write_metrics(job: EnhanceJob, rows: list[dict]) -> str:
         else:
             atomic_write_bytes(job.metrics, data)
         return job.metrics
-    open_store(job.destination, job.endpoint_url, job.region).write("metrics.parquet", data)
+    job.destination_store().write("metrics.parquet", data)
     return f"{job.destination.rstrip('/')}/metrics.parquet"
 
 

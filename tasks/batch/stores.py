@@ -1,14 +1,18 @@
 """Object stores for batch enhancement: a local folder or ``s3://bucket/prefix``
 behind one small interface (list, read, read the first bytes, write whole,
-exists). Keys are ``/``-separated paths relative to the root; a key that is
-absolute or contains ``..`` (with ``/`` or ``\\`` as separator) is refused,
-so nothing is ever written outside the destination."""
+exists, move). Keys are ``/``-separated paths relative to the root; a key
+that is absolute or contains ``..`` (with ``/`` or ``\\`` as separator) is
+refused, and so is a local key whose way down from the root passes a symbolic
+link, so nothing is ever written outside the destination. Include and exclude
+globs match in any case (``*.jpg`` takes ``photo.Jpg``). S3 metadata values
+are ASCII, as S3 requires: other characters are percent-encoded."""
 
 from __future__ import annotations
 
 import fnmatch
 import os
 import re
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -42,14 +46,41 @@ class ObjectInfo:
 
 
 def selected(key: str, include: list[str], exclude: list[str]) -> bool:
-    name_ok = not include or any(fnmatch.fnmatch(key, p) for p in include)
-    return name_ok and not any(fnmatch.fnmatch(key, p) for p in exclude)
+    """Whether ``key`` matches an include glob (or there are none) and no exclude glob, in any case."""
+    folded = key.casefold()
+    name_ok = not include or any(fnmatch.fnmatchcase(folded, p.casefold()) for p in include)
+    return name_ok and not any(fnmatch.fnmatchcase(folded, p.casefold()) for p in exclude)
+
+
+# printable ASCII that S3 keeps as it is in a metadata value ('%' is the escape)
+_METADATA_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in "%")
+
+
+def metadata_value(value: str) -> str:
+    """``value`` as S3 metadata can hold it: ASCII, anything else (and '%')
+    percent-encoded as UTF-8; ``urllib.parse.unquote`` gives it back."""
+    return urllib.parse.quote(value, safe=_METADATA_SAFE)
 
 
 class LocalStore:
-    def __init__(self, root: str | os.PathLike):
+    """A folder. ``staging``: a folder of the writer's own (on the same file
+    system) where temporaries are kept until they are renamed into place."""
+
+    def __init__(self, root: str | os.PathLike, staging: str | os.PathLike | None = None):
         self.root = Path(root)
         self.uri = str(self.root)
+        self.staging = Path(staging) if staging is not None else None
+
+    def _path(self, key: str) -> Path:
+        """The path of ``key``; ``UnsafeKey`` naming the link when a folder on
+        the way down from the root, or the file itself, is a symbolic link."""
+        path = self.root
+        for part in PurePosixPath(check_key(key)).parts:
+            path = path / part
+            if path.is_symlink():
+                raise UnsafeKey(f"{path} is a symbolic link (to {os.readlink(path)}): "
+                                "nothing is written through links")
+        return path
 
     def list(self, include=(), exclude=()) -> list[ObjectInfo]:
         if not self.root.is_dir():
@@ -72,10 +103,26 @@ class LocalStore:
             return handle.read(length)
 
     def write(self, key: str, data: bytes, metadata: dict | None = None) -> None:
-        atomic_write_bytes(self.root / check_key(key), data)
+        atomic_write_bytes(self._path(key), data, self._staging())
+
+    def _staging(self) -> Path | None:
+        """The staging folder, made on first use (not through a link, when it is inside the root)."""
+        if self.staging is not None and not self.staging.is_dir():
+            inside = self.staging.is_relative_to(self.root)
+            (self._path(self.staging.relative_to(self.root).as_posix()) if inside else self.staging).mkdir(
+                parents=True, exist_ok=True)
+        return self.staging
 
     def exists(self, key: str) -> bool:
-        return (self.root / check_key(key)).is_file()
+        try:
+            return self._path(key).is_file()
+        except UnsafeKey:
+            return False
+
+    def move(self, key: str, new_key: str) -> None:
+        target = self._path(new_key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self._path(key), target)
 
 
 class S3Store:
@@ -131,7 +178,7 @@ class S3Store:
 
     def write(self, key: str, data: bytes, metadata: dict | None = None) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._full(check_key(key)), Body=data,
-                               Metadata=metadata or {})
+                               Metadata={k: metadata_value(str(v)) for k, v in (metadata or {}).items()})
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
@@ -142,8 +189,42 @@ class S3Store:
         except ClientError:
             return False
 
+    def move(self, key: str, new_key: str) -> None:
+        self.client.copy_object(Bucket=self.bucket, Key=self._full(check_key(new_key)),
+                                CopySource={"Bucket": self.bucket, "Key": self._full(check_key(key))})
+        self.client.delete_object(Bucket=self.bucket, Key=self._full(key))
 
-def open_store(uri: str, endpoint_url: str | None = None, region: str | None = None, max_connections: int = 16):
+
+def check_reachable(uri: str, endpoint_url: str | None = None, region: str | None = None) -> None:
+    """The bucket of ``uri`` answers with the credentials at hand; otherwise
+    ``ValueError`` saying in one line what is wrong (no credentials, the
+    endpoint unreachable, no such bucket, access denied). Asked twice at most,
+    so a wrong endpoint costs seconds, not the minutes of the job's retries."""
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    from mirnet_pipeline.tasks.credentials import S3_CREDENTIALS
+
+    bucket = uri.removeprefix("s3://").partition("/")[0]
+    endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
+    try:
+        s3_client(endpoint_url, region, max_attempts=2, connect_timeout=10).head_bucket(Bucket=bucket)
+    except NoCredentialsError:
+        raise ValueError(f"{uri}: no S3 credentials were found (set {S3_CREDENTIALS})") from None
+    except ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if status == 404:
+            raise ValueError(f"{uri}: there is no bucket {bucket!r} at {endpoint}") from None
+        if status == 403:
+            raise ValueError(f"{uri}: access to bucket {bucket!r} at {endpoint} is denied with these "
+                             "credentials") from None
+        raise ValueError(f"{uri}: {endpoint} answered {status} {exc.response.get('Error', {}).get('Code', '')}") from None
+    except BotoCoreError as exc:  # unreachable endpoint, timeouts, a malformed URL
+        raise ValueError(f"{uri}: cannot reach {endpoint} ({exc})") from None
+
+
+def open_store(uri: str, endpoint_url: str | None = None, region: str | None = None, max_connections: int = 16,
+               staging: str | os.PathLike | None = None):
+    """The store at ``uri``; ``staging`` (local folders only): where its writes keep their temporaries."""
     if uri.startswith("s3://"):
         return S3Store(uri, endpoint_url, region, max_connections)
-    return LocalStore(uri)
+    return LocalStore(uri, staging)

@@ -1,6 +1,8 @@
 """An export folder, whole or not at all: the exports are written and verified
 in a temporary sibling, and only a folder whose every export passed
-verification replaces the previous one. The registry copy: the folder becomes
+verification replaces the previous one. Only a previous export is replaced
+(a folder with ``export.json`` and nothing an export does not write); a new
+or empty folder is filled; any other folder is refused, untouched. The registry copy: the folder becomes
 ``exports/`` of the model version's logged model, so ``models:/<name>@<alias>``
 leads to it."""
 
@@ -15,6 +17,36 @@ from mirnet_pipeline.tasks.storage import atomic_directory, atomic_write_json
 
 REPORT = "export.json"
 REGISTRY_FOLDER = "exports"
+# what an export folder holds: the report, each format's file or folder, the int8 model
+EXPORT_NAMES = {REPORT, INT8_FILE} | {Path(location).parts[0] for _, location in FORMATS.values()}
+
+
+def check_export_folder(folder: str | Path, model: str | Path | None = None) -> None:
+    """``ValueError`` naming ``folder`` unless an export may go there: it is
+    new, empty, or a previous export (``export.json`` and only what an export
+    writes), and it does not hold ``model``, the file being exported."""
+    folder = Path(folder)
+    if folder.is_symlink():
+        raise ValueError(f"destination {folder}: is a symbolic link; give the folder itself")
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise ValueError(f"destination {folder}: is a file, not a folder")
+    if model is not None and Path(model).resolve().is_relative_to(folder.resolve()):
+        raise ValueError(f"destination {folder}: holds the model being exported ({model}); "
+                         "export into another folder")
+    names = sorted(p.name for p in folder.iterdir())
+    if names and REPORT not in names:
+        raise ValueError(f"destination {folder}: holds {_listed(names)} and is not an export (no {REPORT}); "
+                         "give a new or empty folder")
+    foreign = [name for name in names if name not in EXPORT_NAMES]
+    if foreign:
+        raise ValueError(f"destination {folder}: is an export but also holds {_listed(foreign)}, which "
+                         "replacing it would delete; move that out or give another folder")
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def write_verified_export(model, folder: str | Path, images: dict, formats=tuple(FORMATS),
@@ -26,6 +58,7 @@ def write_verified_export(model, folder: str | Path, images: dict, formats=tuple
     float32 on the validation pairs."""
     if int8 is not None and "onnx" not in formats:
         raise ValueError("int8: the int8 model is quantized from the ONNX export; add the onnx format")
+    check_export_folder(folder)
     with atomic_directory(folder) as staging:
         written = export_model(model, staging, formats)
         report = verify_exports(model, written, images, staging, tolerance)

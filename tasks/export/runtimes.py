@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -81,15 +82,55 @@ def runtime_for(path: str | Path, runtime: str | None = None) -> str:
     return runtime
 
 
+# the largest model file read (hashed, loaded): far above any architecture here
+MAX_MODEL_BYTES = 16 << 30
+
+
+def _entries(folder: Path) -> list[Path]:
+    """Everything under ``folder`` but folders themselves, links not followed
+    (a link to a folder is an entry)."""
+    found = []
+    for root, folders, files in os.walk(folder, followlinks=False):
+        found += [Path(root, name) for name in folders if os.path.islink(os.path.join(root, name))]
+        found += [Path(root, name) for name in files]
+    return sorted(found)
+
+
+def _checked(model: Path, file: Path, folder: Path) -> Path:
+    """``file`` if it is a regular file inside ``folder`` (through links or
+    not) of at most ``MAX_MODEL_BYTES``; else ``ModelFileError`` naming it."""
+    if not (file.exists() or file.is_symlink()):
+        raise ModelFileError(f"model {model}: {file} is missing")
+    target = file.resolve()
+    if not target.is_relative_to(folder):
+        raise ModelFileError(f"model {model}: {file} is a link to {target}, outside the model's folder {folder}; "
+                             "copy the file into the folder")
+    mode = target.stat().st_mode
+    if not stat.S_ISREG(mode):
+        kind = ("a folder" if stat.S_ISDIR(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else "a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a file")
+        raise ModelFileError(f"model {model}: {file} is {kind}, not a regular file")
+    size = target.stat().st_size
+    if size > MAX_MODEL_BYTES:
+        raise ModelFileError(f"model {model}: {file} is {size:,} bytes, more than a model file can be "
+                             f"({MAX_MODEL_BYTES:,})")
+    return file
+
+
 def model_files(path: str | Path) -> list[Path]:
-    """The files a model consists of: the file, an OpenVINO .xml with its .bin,
-    every file of a SavedModel folder."""
+    """The files a model consists of (the file, an OpenVINO .xml with its
+    .bin, every file of a SavedModel folder), each checked before any of its
+    bytes is read: a regular file inside the model's folder, of a bounded
+    size. Links out of the folder, devices, pipes and missing files end in a
+    ``ModelFileError`` naming the file (the model's own path may be a link:
+    its target's folder is the model's)."""
     path = Path(path)
-    if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file())
-    if path.suffix.lower() == ".xml":
-        return [path, path.with_suffix(".bin")]
-    return [path]
+    real = path.resolve()
+    if real.is_dir():
+        return [_checked(path, file, real) for file in _entries(real)]
+    folder = real.parent
+    files = [real, real.with_suffix(".bin")] if real.suffix.lower() == ".xml" else [real]
+    return [_checked(path, file, folder) for file in files]
 
 
 def model_hash(path: str | Path) -> str:
@@ -97,11 +138,12 @@ def model_hash(path: str | Path) -> str:
     different export or a different weight file is a different model."""
     path = Path(path)
     files = model_files(path)
-    if len(files) == 1 and files[0] == path:
-        return f"sha256:{file_sha256(path)}"
+    if len(files) == 1 and not path.is_dir():
+        return f"sha256:{file_sha256(files[0])}"
     digest = hashlib.sha256()
+    real = path.resolve()
     for file in files:
-        name = file.relative_to(path).as_posix() if path.is_dir() else file.name
+        name = file.relative_to(real).as_posix() if path.is_dir() else file.name
         digest.update(f"{name}\0{file_sha256(file)}\n".encode())
     return f"sha256:{digest.hexdigest()}"
 

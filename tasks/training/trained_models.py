@@ -101,6 +101,23 @@ def _registered_keras_file(client, version) -> str | None:
         return None
 
 
+def _check_logged(client, version, uri: str) -> None:
+    """``ModelNotFound`` naming the version and where its files should be when
+    the model it was logged as (its ``MLmodel``) is missing: an artifact store
+    moved, cleaned or copied without its files."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    model_id = logged_model_id(version)
+    location = (client.get_logged_model(model_id).artifact_location if model_id else version.source).rstrip("/")
+    try:
+        mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/MLmodel")
+    except (MlflowException, OSError):
+        raise ModelNotFound(f"{uri}: version {version.version} of {version.name} has lost its files: neither "
+                            f"model.keras nor MLmodel is at {location} (the artifact store was moved or cleaned; "
+                            "train and register the model again)") from None
+
+
 # what runs a registry version on each runtime, in its logged model's artifacts
 # (the exports are stored there by mirnet-export; openvino needs its .bin beside the .xml)
 REGISTRY_FILES = {"keras": ("model.keras", ""), "onnxruntime": ("exports/model.onnx", ""),
@@ -124,6 +141,8 @@ def model_file(uri: str | Path, runtime: str | None = None) -> tuple[Path | None
     runtime = runtime or "keras"
     if runtime == "keras":
         keras_file = _registered_keras_file(client, version)
+        if keras_file is None:
+            _check_logged(client, version, uri)
         return (Path(keras_file) if keras_file else None), label
     stored, inside = REGISTRY_FILES[runtime]
     model_id = logged_model_id(version)

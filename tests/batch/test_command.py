@@ -137,7 +137,7 @@ def test_a_chunk_reports_progress_per_image(tmp_path, model_file):
         calls = []
         PROGRESS[f"run{attempt}"] = calls.append
         try:
-            rows = process_chunk(job, infos, f"run{attempt}", 7, ledger(job))
+            rows = process_chunk(job, infos, f"run{attempt}", 7, ledger(job)[0])
         finally:
             PROGRESS.pop(f"run{attempt}")
         assert calls == [7] * 5 and len(rows) == 5

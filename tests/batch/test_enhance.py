@@ -12,7 +12,8 @@ import pytest
 import tifffile
 from PIL import Image, ImageCms
 
-from mirnet_pipeline.tasks.batch.job import DestinationBusy, EnhanceJob, claim_destination
+from mirnet_pipeline.tasks.batch.claim import DestinationBusy, claim_destination
+from mirnet_pipeline.tasks.batch.job import EnhanceJob
 from tests.batch.samples import photo, run, save
 
 
@@ -260,17 +261,20 @@ def test_a_killed_batch_resumes_without_losing_or_duplicating(tmp_path, model_fi
     assert not [p for p in destination.rglob("*.tmp")]
 
 
-def test_one_job_at_a_time_per_destination_and_a_killed_writer_leaves_nothing(tmp_path):
+def test_one_job_at_a_time_per_destination_and_only_its_own_temporaries_are_cleared(tmp_path):
     destination = tmp_path / "out"
     (destination / "sub").mkdir(parents=True)
-    left_over = [destination / ".img05.png.kjzi6p6b.tmp", destination / "sub" / ".a.jpg.x_1y2z3w.tmp"]
-    kept = [destination / "img04.png", destination / ".notes.tmp", destination / "sub" / "draft.tmp"]
-    for path in left_over + kept:
+    (destination / ".enhance" / "tmp").mkdir(parents=True)
+    killed_writers = [destination / ".enhance" / "tmp" / "tmpk2zi6p6b.tmp"]
+    # the user's files, whatever their names look like: the shapes of temporaries included
+    users = [destination / "img04.png", destination / ".notes.tmp", destination / "sub" / "draft.tmp",
+             destination / ".img05.png.kjzi6p6b.tmp", destination / "sub" / ".a.jpg.x_1y2z3w.tmp"]
+    for path in killed_writers + users:
         path.write_bytes(b"x")
     job = EnhanceJob(source=str(tmp_path / "in"), destination=str(destination), model="m.keras")
     with claim_destination(job):
-        assert [p for p in left_over if p.exists()] == []
-        assert all(p.exists() for p in kept)
+        assert [p for p in killed_writers if p.exists()] == []
+        assert [p for p in users if not p.exists()] == []
         with pytest.raises(DestinationBusy, match=str(destination)):
             with claim_destination(job):
                 pass
@@ -322,7 +326,7 @@ def test_a_lower_precision_is_a_different_result_for_resume(tmp_path, model_file
     statuses = {}
     for attempt, precision in enumerate(["float32", "bfloat16", "bfloat16", "float32"]):
         job = EnhanceJob(source=str(source), destination=str(destination), model=model_file, precision=precision)
-        rows = process_chunk(job, infos, f"run{attempt}", 0, ledger(job))
+        rows = process_chunk(job, infos, f"run{attempt}", 0, ledger(job)[0])
         statuses[attempt] = ({r["status"] for r in rows}, {r["precision"] for r in rows})
     assert statuses == {0: ({"ok"}, {"float32"}), 1: ({"ok"}, {"bfloat16"}),
                         2: ({"skipped"}, {"bfloat16"}), 3: ({"ok"}, {"float32"})}

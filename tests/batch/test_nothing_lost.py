@@ -23,7 +23,6 @@ from PIL import Image
 from mirnet_pipeline.tasks.batch.job import (ChunkProcessor, EnhanceJob, OverlappingLocations, check_locations, key_text, listing,
                              plan)
 from mirnet_pipeline.tasks.batch.stores import ObjectInfo
-from mirnet_pipeline.tasks.storage import atomic_directory, remove_abandoned
 from tests.batch.samples import photo, run, save
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -273,27 +272,6 @@ def test_reads_run_only_a_few_images_ahead_of_the_model(tmp_path, model_file):
     assert all(started - done <= limit for done, started in enumerate(ahead)), ahead
 
 
-def test_a_killed_folder_build_is_removed_by_the_next_and_a_live_one_is_not(tmp_path):
-    target = tmp_path / "dataset"
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    abandoned = tmp_path / f".dataset.{int(dead.stdout)}-abcd1234.tmp"
-    (abandoned / "half").mkdir(parents=True)
-    old = tmp_path / f".dataset.{int(dead.stdout)}.old"
-    old.mkdir()
-    live = tmp_path / f".dataset.{os.getpid()}-efgh5678.tmp"
-    live.mkdir()
-    previous = os.umask(0o022)
-    try:
-        with atomic_directory(target) as staging:
-            (staging / "file").write_text("whole")
-    finally:
-        os.umask(previous)
-    assert not abandoned.exists() and not old.exists() and live.is_dir()
-    assert (target / "file").read_text() == "whole"
-    assert target.stat().st_mode & 0o777 == 0o755  # as mkdir under the umask would make it, not private
-    assert remove_abandoned(target) == []
-
-
 def test_a_killed_command_takes_its_prefect_server_with_it(tmp_path, model_file):
     source = tmp_path / "in"
     source.mkdir()
@@ -343,7 +321,7 @@ def test_an_s3_job_resumes_from_another_directory_on_dask_workers_in_their_own_d
     (tmp_path / "first").mkdir()
     monkeypatch.chdir(tmp_path / "first")
     infos = listing(job)
-    first = process_chunk(job, infos[:2], new_run_id(), 0, ledger(job))
+    first = process_chunk(job, infos[:2], new_run_id(), 0, ledger(job)[0])
     assert [r["status"] for r in first] == ["ok", "ok"]
     assert list((tmp_path / "first").iterdir()) == []  # no local state
     # the rest from another directory, on workers that each work in a folder of their own

@@ -45,7 +45,7 @@ def enhance(source, destination, model, runtime=None):
     job = EnhanceJob(source=str(source), destination=str(destination), model=model, runtime=runtime,
                      tile=64, overlap=8)
     infos = open_store(str(source)).list(EnhanceJob.include, ())
-    return {r["key"]: r for r in process_chunk(job, infos, "run", 0, ledger(job))}
+    return {r["key"]: r for r in process_chunk(job, infos, "run", 0, ledger(job)[0])}
 
 
 def read(path):
