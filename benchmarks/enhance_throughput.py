@@ -56,8 +56,8 @@ MEMORY_CHILD = """
 import sys, time, numpy as np, keras
 sys.path.insert(0, {root!r})
 from mirnet_pipeline.model import infer_tiled
-from mirnet_pipeline.tasks.batch.job import EnhanceJob, load_model
-m = load_model({model!r}).model if {tiled} else keras.saving.load_model({model!r})
+from mirnet_pipeline.tasks.batch.job import EnhanceJob, load_job_model
+m = load_job_model({model!r}).model if {tiled} else keras.saving.load_model({model!r})
 job = EnhanceJob(source="", destination="", model="")
 image = np.random.default_rng(0).random((4000, 6000, 3), dtype=np.float32)
 start = time.perf_counter()
@@ -142,9 +142,9 @@ def batch_job(model_path: str, source: Path, out: Path, batch: int, precision: s
 
 def model_only(model_path: str, source: Path, batch: int, runtime: str | None = None) -> float:
     """Seconds for the model alone on the decoded images, ``batch`` at a time."""
-    from mirnet_pipeline.tasks.batch.job import load_model
+    from mirnet_pipeline.tasks.batch.job import load_job_model
 
-    m = load_model(model_path, "float32", runtime).model
+    m = load_job_model(model_path, "float32", runtime).model
     images = np.stack([np.asarray(Image.open(p).convert("RGB"), np.float32) / 255.0
                        for p in sorted(source.glob("*.png"))])
     m.predict_on_batch(images[:batch])  # compiled before the clock, as in the batch job

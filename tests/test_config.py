@@ -89,7 +89,7 @@ def test_architecture_options_read_from_source_match_the_builders():
     import inspect
 
     from mirnet_pipeline.model import ARCHITECTURES as built
-    from mirnet_pipeline.tasks.config import ARCHITECTURES as declared
+    from mirnet_pipeline.tasks.config import ARCHITECTURE_OPTIONS as declared
 
     assert set(declared) == set(built)
     for name, arch in built.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mirnet_pipeline.flows.demo import Plan, plan, ready
+from mirnet_pipeline.tasks.stages import Plan, plan, ready
 
 ROOT = Path(__file__).resolve().parents[1]
 

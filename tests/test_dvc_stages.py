@@ -14,17 +14,15 @@ import pytest
 from mirnet_pipeline.tasks import artifacts
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = "mirnet_pipeline"  # its subpackages are the root's flows/, tasks/ and model/
+PACKAGE = "mirnet_pipeline"
 
 
 def module_file(name: str) -> Path | None:
-    """The project file of a dotted module name (package -> its __init__.py);
-    None for the package itself: in a checkout it is mirnet_pipeline.py, which
-    only names the root and does no stage's work."""
+    """The project file of a dotted module name (package -> its __init__.py)."""
     parts = name.split(".")
-    if parts[0] != PACKAGE or len(parts) == 1:
+    if parts[0] != PACKAGE:
         return None
-    path = ROOT.joinpath(*parts[1:])
+    path = ROOT.joinpath(*parts)
     for candidate in (path.with_suffix(".py"), path / "__init__.py"):
         if candidate.is_file():
             return candidate
@@ -87,15 +85,16 @@ def test_every_stage_depends_on_the_modules_its_command_imports(pipeline):
 
 def test_the_import_scan_follows_lazy_and_package_imports():
     files = closure("mirnet_pipeline.flows.evaluate")
-    assert {"flows/__init__.py", "tasks/__init__.py", "tasks/artifacts.py", "model/__init__.py",
-            "model/mirnet.py", "tasks/training/trained_models.py"} <= files  # the last is imported inside a task
-    assert "tasks/batch/job.py" not in files
+    assert {f"mirnet_pipeline/{f}" for f in (
+        "__init__.py", "flows/__init__.py", "tasks/__init__.py", "tasks/artifacts.py", "model/__init__.py",
+        "model/mirnet.py", "tasks/training/trained_models.py")} <= files  # the last is imported inside a task
+    assert "mirnet_pipeline/tasks/batch/job.py" not in files
 
 
 def test_data_stages_do_not_import_the_model_zoo(pipeline):
     for name in ("fetch@tid2013", "fetch@lol", "index"):
         module = re.search(r"python -m ([\w.]+)", pipeline[name][0]).group(1)
-        assert not any(f.startswith("model/") for f in closure(module)), name
+        assert not any(f.startswith("mirnet_pipeline/model/") for f in closure(module)), name
 
 
 def test_outputs_are_where_the_artifacts_module_says(pipeline):

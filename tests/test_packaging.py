@@ -62,7 +62,7 @@ def undeclared(folders, allowed: set[str]) -> dict[str, str]:
 
 def test_the_package_imports_only_declared_dependencies():
     # TensorFlow comes from the cpu or gpu extra, Dask from the dask extra
-    assert undeclared(["model", "tasks", "flows"], declared("cpu", "gpu", "dask")) == {}
+    assert undeclared(["mirnet_pipeline"], declared("cpu", "gpu", "dask")) == {}
 
 
 def test_benchmarks_and_tests_import_only_declared_dependencies():
@@ -70,9 +70,10 @@ def test_benchmarks_and_tests_import_only_declared_dependencies():
 
 
 def test_the_check_finds_an_undeclared_import():
-    assert imported("model").keys() == {"keras", "numpy"}
-    # flows/ imports prefect_dask, which only the dask extra declares
-    assert undeclared(["flows"], declared("cpu")) == {"prefect_dask": "flows/enhance.py"}
+    assert imported("mirnet_pipeline/model").keys() == {"keras", "numpy"}
+    # the flows import prefect_dask, which only the dask extra declares
+    assert undeclared(["mirnet_pipeline/flows"], declared("cpu")) == {
+        "prefect_dask": "mirnet_pipeline/flows/enhance.py"}
 
 
 def test_plain_pip_resolves_the_cpu_install_without_backtracking(tmp_path):
@@ -103,20 +104,20 @@ def test_plain_pip_resolves_the_cpu_install_without_backtracking(tmp_path):
 
 
 def test_the_wheel_installs_one_package_and_no_generic_top_level_names(tmp_path):
-    """The wheel holds mirnet_pipeline.{model,tasks,flows} (every module of the
-    repository's three folders, listed packages complete) and nothing else at
-    its top level; installed into a folder of its own, it imports from there,
-    and the checkout's stand-in (mirnet_pipeline.py) is not part of it."""
+    """The wheel holds the package mirnet_pipeline (every module of it) and
+    nothing else at its top level, not the top-level links model/, tasks/ and
+    flows/; installed into a folder of its own, it imports from there."""
     import shutil
     import subprocess
     import zipfile
 
     source = tmp_path / "source"  # a copy: building writes build/ and *.egg-info next to pyproject.toml
     source.mkdir()
-    for name in ("pyproject.toml", "README.md", "mirnet_pipeline.py"):
+    for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source)
-    for folder in ("model", "tasks", "flows"):
-        shutil.copytree(ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "mirnet_pipeline", source / "mirnet_pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in ("model", "tasks", "flows"):  # the links, as a checkout has them
+        (source / folder).symlink_to(os.readlink(ROOT / folder))
     built = subprocess.run([sys.executable, "-c", "import setuptools.build_meta as b, sys; "
                             "print(b.build_wheel(sys.argv[1]))", str(tmp_path / "dist")],
                            cwd=source, capture_output=True, text=True, timeout=300)
@@ -124,13 +125,11 @@ def test_the_wheel_installs_one_package_and_no_generic_top_level_names(tmp_path)
     wheel = tmp_path / "dist" / built.stdout.split()[-1]
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names if ".dist-info/" not in n} == {"mirnet_pipeline"}
-    modules = {f"mirnet_pipeline/{p.relative_to(ROOT).as_posix()}"
-               for folder in ("model", "tasks", "flows") for p in (ROOT / folder).rglob("*.py")}
-    assert modules - set(names) == set()
-    assert {n for n in names if n.endswith(".py")} == modules  # no stand-in, no __init__ claiming the name
+    modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "mirnet_pipeline").rglob("*.py")}
+    assert {n for n in names if n.endswith(".py")} == modules
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "mirnet-enhance = mirnet_pipeline.flows.enhance_command:main" in scripts
+    assert "mirnet-enhance = mirnet_pipeline.flows.commands.enhance:main" in scripts
 
     target = tmp_path / "installed"
     with zipfile.ZipFile(wheel) as archive:  # what pip install --target does with a pure wheel

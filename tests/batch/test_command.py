@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mirnet_pipeline.flows.enhance_command import main
+from mirnet_pipeline.flows.commands.enhance import main
 from mirnet_pipeline.tasks.config import PROJECT_ROOT, absolute_tracking_uri, project_tracking_uri
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FRESH = """
 import sys
 sys.path.insert(0, {root!r})
-from mirnet_pipeline.flows.enhance_command import main
+from mirnet_pipeline.flows.commands.enhance import main
 status = main(sys.argv[1:])
 print(status, sorted(m for m in ("tensorflow", "keras", "prefect", "mlflow") if m in sys.modules))
 """

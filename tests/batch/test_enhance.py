@@ -200,7 +200,7 @@ KILLED_BATCH = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
 from mirnet_pipeline.tasks.batch.stores import LocalStore
-from mirnet_pipeline.flows.enhance import main
+from mirnet_pipeline.flows.commands.enhance import main
 
 write, written = LocalStore.write, []
 
@@ -249,7 +249,7 @@ def test_a_killed_batch_resumes_without_losing_or_duplicating(tmp_path, model_fi
     assert 1 <= len(written[4:]) <= 2 and set(written[4:]) <= {"img04.png", "img05.png"}, written
     assert not (destination / "metrics.parquet").exists()
 
-    second = subprocess.run([sys.executable, "-m", "mirnet_pipeline.flows.enhance", *arguments], cwd=root, env=env,
+    second = subprocess.run([sys.executable, "-m", "mirnet_pipeline.flows.commands.enhance", *arguments], cwd=root, env=env,
                             capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     table = pd.read_parquet(destination / "metrics.parquet")
@@ -309,7 +309,7 @@ def _models_loaded_here() -> int:
     import sys
 
     module = sys.modules.get("mirnet_pipeline.tasks.batch.job")
-    return 0 if module is None else module.load_model.cache_info().currsize
+    return 0 if module is None else module.load_job_model.cache_info().currsize
 
 
 def test_a_lower_precision_is_a_different_result_for_resume(tmp_path, model_file):

@@ -89,7 +89,7 @@ def test_neighbouring_locations_are_accepted(tmp_path, source, destination):
 
 
 def test_the_command_refuses_overlapping_locations_before_writing_anything(tmp_path, model_file):
-    from mirnet_pipeline.flows.enhance import main
+    from mirnet_pipeline.flows.commands.enhance import main
 
     source = tmp_path / "photos"
     source.mkdir()
@@ -279,7 +279,7 @@ def test_a_killed_command_takes_its_prefect_server_with_it(tmp_path, model_file)
         photo(seed=i).save(source / f"{i}.png")
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PYTHONPATH=str(ROOT))
-    command = subprocess.Popen([sys.executable, "-m", "mirnet_pipeline.flows.enhance", str(source), str(tmp_path / "out"), "--model", model_file],
+    command = subprocess.Popen([sys.executable, "-m", "mirnet_pipeline.flows.commands.enhance", str(source), str(tmp_path / "out"), "--model", model_file],
                                cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     parent = psutil.Process(command.pid)
     deadline = time.monotonic() + 180

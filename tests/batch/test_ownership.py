@@ -22,8 +22,8 @@ import psutil
 import pytest
 from PIL import Image
 
-from mirnet_pipeline.flows.enhance_command import main as enhance_main
-from mirnet_pipeline.flows.export_command import main as export_main
+from mirnet_pipeline.flows.commands.enhance import main as enhance_main
+from mirnet_pipeline.flows.commands.export import main as export_main
 from mirnet_pipeline.tasks.batch.claim import DestinationBusy, DestinationUnusable, claim_destination
 from mirnet_pipeline.tasks.batch.job import ChunkProcessor, EnhanceJob, ledger, listing, plan
 from mirnet_pipeline.tasks.batch.stopping import Stop, stoppable
@@ -57,7 +57,7 @@ def command_env(tmp_path: Path, **extra) -> dict:
     return env
 
 
-ENHANCE = [sys.executable, "-m", "mirnet_pipeline.flows.enhance"]
+ENHANCE = [sys.executable, "-m", "mirnet_pipeline.flows.commands.enhance"]
 
 
 @pytest.fixture(scope="module")
@@ -630,7 +630,7 @@ def test_a_read_only_destination_is_one_line(tmp_path, model_file, prefect_url):
 FRESH = """
 import sys
 sys.path.insert(0, {root!r})
-from mirnet_pipeline.flows.enhance_command import main
+from mirnet_pipeline.flows.commands.enhance import main
 status = main(sys.argv[1:])
 print(status, sorted(m for m in ("tensorflow", "keras", "prefect") if m in sys.modules))
 """

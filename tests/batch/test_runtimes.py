@@ -10,7 +10,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from mirnet_pipeline.flows.enhance_command import main
+from mirnet_pipeline.flows.commands.enhance import main
 from mirnet_pipeline.tasks.batch.job import EnhanceJob, ledger, process_chunk
 from mirnet_pipeline.tasks.batch.stores import open_store
 from mirnet_pipeline.tasks.export.runtimes import model_hash

@@ -226,7 +226,7 @@ def test_the_demo_exports_mirnet_and_the_batch_job_runs_the_registry_exports(dem
         shutil.copy(path, photos)
     outputs = {}
     for runtime in ("keras", "onnxruntime"):
-        run([sys.executable, "-m", "mirnet_pipeline.flows.enhance_command", str(photos), str(tmp_path / runtime),
+        run([sys.executable, "-m", "mirnet_pipeline.flows.commands.enhance", str(photos), str(tmp_path / runtime),
              "--model", "models:/mirnet@champion", "--runtime", runtime], clone, env)
         table = pd.read_parquet(tmp_path / runtime / "metrics.parquet")
         assert set(table.status) == {"ok"} and set(table.runtime) == {runtime}

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from mirnet_pipeline.tasks.export.bundle import REPORT, write_verified_export
-from mirnet_pipeline.tasks.export.formats import FORMATS
+from mirnet_pipeline.tasks.export.formats import EXPORT_FORMATS
 from mirnet_pipeline.tasks.export.runtimes import ExportedModel, ModelFileError, model_hash, runtime_for
 from mirnet_pipeline.tasks.export.verification import VerificationError, read_images
 
 ROOT = Path(__file__).resolve().parents[2]
 # tiny widths; mirnet with the non-local block, mirnet_v2 with a grouped convolution (2 groups in its second group)
-ARCHITECTURES = {
+SMALL_OPTIONS = {
     "cnn": {"channels": 4, "depth": 1},
     "mirnet": {"num_rrg": 1, "num_mrb": 1, "channels": 8, "non_local": True},
     "mirnet_v2": {"channels": 16, "num_rrg": 2, "num_mrb": 1},
@@ -33,11 +33,11 @@ def images():
             for (name, image), (h, w) in zip(sorted(pair.items()), [(61, 47), (38, 90)])}
 
 
-@pytest.fixture(scope="module", params=list(ARCHITECTURES))
+@pytest.fixture(scope="module", params=list(SMALL_OPTIONS))
 def exported(request, images, tmp_path_factory):
     from mirnet_pipeline.model import build_model
 
-    model = build_model(request.param, **ARCHITECTURES[request.param])
+    model = build_model(request.param, **SMALL_OPTIONS[request.param])
     model.set_weights([w + np.random.default_rng(0).normal(0, 0.05, w.shape).astype(w.dtype)
                        for w in model.get_weights()])  # not the identity it starts as
     folder = tmp_path_factory.mktemp(request.param) / "export"
@@ -50,7 +50,7 @@ def test_every_format_of_every_architecture_matches_keras(exported, images):
 
     model, folder, report = exported
     assert json.loads((folder / REPORT).read_text()) == report
-    assert set(report["formats"]) == set(FORMATS) and report["onnx_opset"] == 17
+    assert set(report["formats"]) == set(EXPORT_FORMATS) and report["onnx_opset"] == 17
     assert sorted(report["images"]) == sorted(images)
     for name, entry in report["formats"].items():
         path = folder / entry["file"]
@@ -131,7 +131,7 @@ def test_bad_model_files_fail_at_once_naming_the_file(tmp_path, exported):
 
 
 def test_the_command_reports_mistakes_in_one_line_before_tensorflow(tmp_path):
-    code = ("import sys; from mirnet_pipeline.flows.export_command import main; status = main(sys.argv[1:]); "
+    code = ("import sys; from mirnet_pipeline.flows.commands.export import main; status = main(sys.argv[1:]); "
             "print(status, 'tensorflow' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "nope.keras"), str(tmp_path / "out")],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)

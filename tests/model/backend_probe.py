@@ -68,7 +68,7 @@ def training_pairs() -> tuple[np.ndarray, np.ndarray]:
 def check(folder: Path) -> dict:
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        from mirnet_pipeline.tasks.runtime import tune_for_this_machine
+        from mirnet_pipeline.tasks.tuning import tune_for_this_machine
 
         tune_for_this_machine()  # as training does: Grappler's rewrites cost more than they save on CPUs
     results = {}

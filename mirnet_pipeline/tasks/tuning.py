@@ -1,4 +1,5 @@
-"""Process-wide settings for running models here."""
+"""Tuning this process for running models: TensorFlow's graph rewrites on CPUs, glibc's
+malloc arenas and the return of freed memory."""
 
 from __future__ import annotations
 

@@ -30,6 +30,7 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
+from mirnet_pipeline.tasks.errors import UsageError
 from mirnet_pipeline.tasks.storage import atomic_directory, atomic_write_json, file_sha256
 
 MANIFEST = "manifest.json"
@@ -37,7 +38,7 @@ TARGET_SHARD_BYTES = 150 * 2**20
 READ_AHEAD = 4  # pairs decoded ahead of the writer
 
 
-class ShardError(ValueError):
+class ShardError(UsageError):
     """A shard set is missing, incomplete or corrupt; the message names the file."""
 
 

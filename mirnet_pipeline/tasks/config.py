@@ -19,17 +19,17 @@ from typing import Annotated, Any, Literal, Union
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mirnet_pipeline.tasks.credentials import WHERE, carries_credentials
+from mirnet_pipeline.tasks.credentials import WHERE, CredentialsInParameter, carries_credentials
+from mirnet_pipeline.tasks.errors import UsageError
 
 PARAMS_FILE = Path("params.yaml")
 # the checkout this code runs from (where its params.yaml, mlflow.db and models live)
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A bad configuration value; the message names the file and the key."""
 
 
@@ -38,10 +38,9 @@ class Strict(BaseModel):
 
     @field_validator("*", mode="after")
     @classmethod
-    def _no_credentials(cls, value, info: ValidationInfo):
+    def _no_credentials(cls, value):
         if isinstance(value, str) and (hidden := carries_credentials(value)) is not None:
-            raise PydanticCustomError("credentials", "{hidden} carries credentials; {where}",
-                                      {"hidden": hidden, "where": WHERE})
+            raise CredentialsInParameter(f"{hidden} carries credentials; {WHERE}")
         return value
 
 
@@ -95,12 +94,12 @@ def _spec_model(name: str, options: dict[str, tuple[Any, Any]]) -> type[BaseMode
     )
 
 
-ARCHITECTURES = declared_architectures()
+ARCHITECTURE_OPTIONS = declared_architectures()  # {architecture: {option: (type, default)}}
 
 # One model variant: a registered architecture and its builder options, validated
 # against the builder's signature (unknown options and wrong types are errors).
 ModelSpec = Annotated[
-    Union[tuple(_spec_model(name, options) for name, options in ARCHITECTURES.items())],  # noqa: UP007
+    Union[tuple(_spec_model(name, options) for name, options in ARCHITECTURE_OPTIONS.items())],  # noqa: UP007
     Field(discriminator="arch"),
 ]
 
@@ -338,12 +337,13 @@ def _format(exc: pydantic.ValidationError, source: str) -> str:
     lines = []
     for error in exc.errors():
         loc = list(error["loc"])
-        if len(loc) > 2 and loc[0] == "models" and loc[2] in ARCHITECTURES:
+        if len(loc) > 2 and loc[0] == "models" and loc[2] in ARCHITECTURE_OPTIONS:
             del loc[2]  # the union's tag: the architecture, already given by the "arch" key
         key = ".".join(str(part) for part in loc) or "(top level)"
         message = error["msg"].removeprefix("Value error, ")
         got = error.get("input")
-        shown = "" if isinstance(got, dict) or error["type"] in ("missing", "credentials") else f" (got {got!r})"
+        secret = isinstance(error.get("ctx", {}).get("error"), CredentialsInParameter)  # never echoed
+        shown = "" if isinstance(got, dict) or secret or error["type"] == "missing" else f" (got {got!r})"
         lines.append(f"{source}: {key}: {message}{shown}")
     return "\n".join(lines)
 

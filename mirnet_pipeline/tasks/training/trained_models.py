@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mirnet_pipeline.tasks.errors import UsageError
 from mirnet_pipeline.tasks.storage import file_sha256
 
 
-class ModelNotFound(FileNotFoundError):
+class ModelNotFound(UsageError):
     """The model file or registry entry does not exist; the message names it."""
 
 
@@ -27,7 +28,7 @@ def registry_reference(uri: str) -> tuple[str, str | None, str | None] | None:
     registered, _, version = rest.rpartition("/")
     if not at and registered and version.isdigit():
         return registered, None, version
-    raise ValueError(f"model {uri}: expected models:/<name>@<alias> or models:/<name>/<version>")
+    raise UsageError(f"model {uri}: expected models:/<name>@<alias> or models:/<name>/<version>")
 
 
 def registered_version(client, uri: str):
@@ -42,7 +43,7 @@ def load_model(uri: str | Path):
     import keras
 
     import mirnet_pipeline.model as _registered  # noqa: F401  (custom layers, losses, metrics)
-    from mirnet_pipeline.tasks.runtime import tune_for_this_machine
+    from mirnet_pipeline.tasks.tuning import tune_for_this_machine
 
     tune_for_this_machine()
     uri = str(uri)
@@ -124,7 +125,7 @@ REGISTRY_FILES = {"keras": ("model.keras", ""), "onnxruntime": ("exports/model.o
                   "openvino": ("exports/openvino", "model.xml"), "tensorflow": ("exports/saved_model", "")}
 
 
-def model_file(uri: str | Path, runtime: str | None = None) -> tuple[Path | None, str | None]:
+def runnable_file(uri: str | Path, runtime: str | None = None) -> tuple[Path | None, str | None]:
     """``(local path, registry label)`` of what runs ``uri`` on ``runtime``: a
     file is itself (label None); a registry version's file for the runtime
     (keras, the default: its ``.keras`` file; the others: its exports) is

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mirnet_pipeline.tasks.errors import UsageError
+
 # name: (Keras' export format, where the export goes in the folder)
-FORMATS = {
+EXPORT_FORMATS = {
     "saved_model": ("tf_saved_model", "saved_model"),
     "onnx": ("onnx", "model.onnx"),
     "openvino": ("openvino", "openvino/model.xml"),
@@ -31,13 +33,13 @@ ONNX_OPSET = 17
 
 def export_path(folder: str | Path, name: str) -> Path:
     """Where format ``name`` goes in an export folder."""
-    return Path(folder) / FORMATS[name][1]
+    return Path(folder) / EXPORT_FORMATS[name][1]
 
 
 def check_formats(formats) -> tuple[str, ...]:
-    unknown = [f for f in formats if f not in FORMATS]
+    unknown = [f for f in formats if f not in EXPORT_FORMATS]
     if unknown or not formats:
-        raise ValueError(f"formats: expected some of {', '.join(FORMATS)}, got {', '.join(formats) or 'none'}")
+        raise UsageError(f"formats: expected some of {', '.join(EXPORT_FORMATS)}, got {', '.join(formats) or 'none'}")
     return tuple(formats)
 
 
@@ -53,7 +55,7 @@ def decline_openvino_telemetry() -> None:
         checker.update_result(ConsentCheckResult.DECLINED)
 
 
-def export_model(model, folder: str | Path, formats=tuple(FORMATS), opset: int = ONNX_OPSET) -> dict[str, Path]:
+def export_model(model, folder: str | Path, formats=tuple(EXPORT_FORMATS), opset: int = ONNX_OPSET) -> dict[str, Path]:
     """Write ``model`` (a Keras model of the zoo) in each of ``formats`` into
     ``folder``; returns {format: path}. Needs the TensorFlow backend."""
     import keras
@@ -68,7 +70,7 @@ def export_model(model, folder: str | Path, formats=tuple(FORMATS), opset: int =
     written = {}
     with portable_graph(model):
         for name in check_formats(formats):
-            keras_format = FORMATS[name][0]
+            keras_format = EXPORT_FORMATS[name][0]
             target = export_path(folder, name)
             target.parent.mkdir(parents=True, exist_ok=True)
             options = {"opset_version": opset} if name == "onnx" else {}

@@ -11,19 +11,20 @@ import contextlib
 import csv
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from mirnet_pipeline.model import build_model, infer, get_loss, mae, psnr, ssim
+from mirnet_pipeline.model import build_model, get_loss, infer, mae, psnr, ssim
 from mirnet_pipeline.model.complexity import count_layers
-from mirnet_pipeline.tasks.config import Params, TrainSettings, variant_options
-from mirnet_pipeline.tasks.runtime import tune_for_this_machine
-from mirnet_pipeline.tasks.data.shards import make_dataset, read_manifest
-from mirnet_pipeline.tasks.storage import atomic_write_json, atomic_write_text, file_sha256
 from mirnet_pipeline.tasks import artifacts
+from mirnet_pipeline.tasks.config import Params, TrainSettings, variant_options
+from mirnet_pipeline.tasks.data.shards import make_dataset, read_manifest
+from mirnet_pipeline.tasks.storage import atomic_file, atomic_write_json, atomic_write_text, file_sha256
 from mirnet_pipeline.tasks.training import tracking
+from mirnet_pipeline.tasks.tuning import tune_for_this_machine
 
 
 class _SingleDevice:
@@ -218,50 +219,62 @@ def plot_grid(model, validation_dir: Path, path: Path, count: int, title: str) -
     plt.close(fig)
 
 
-def fit_variant(name: str, params: Params, extra_callbacks=(), log_model: bool = True) -> dict:
-    """Train variant ``name``; resume from its checkpoint if a previous run died.
+@dataclass(frozen=True)
+class TrainingData:
+    """The shard sets a variant trains and is validated on, with their manifests."""
 
-    Writes ``models/<name>/model.keras``, ``reports/<name>/{metrics.json,
-    history.csv,curves.png,grid.png,mlflow.json}``; returns the final metrics
-    with the MLflow run id and registered version."""
-    variant = params.variants[name]
-    settings = params.variant_train(name)
-    spec = params.models[variant.model]
-    reports, checkpoints = artifacts.variant_reports(name), artifacts.checkpoints(name)
-    train_dir = artifacts.shard_set(variant.dataset, "train" if variant.input == "crops" else "train_full")
-    validation_dir = artifacts.shard_set(variant.dataset,
-                                         "validation_crops" if variant.input == "crops" else "validation")
-    train_manifest = read_manifest(train_dir)
-    validation_manifest = read_manifest(validation_dir)
+    train_dir: Path
+    validation_dir: Path
+    train_manifest: dict
+    validation_manifest: dict
 
-    keras.utils.set_random_seed(settings.seed)
-    strategy, accelerator = accelerator_setup(settings)
+    @classmethod
+    def of(cls, variant) -> TrainingData:
+        crops = variant.input == "crops"
+        train_dir = artifacts.shard_set(variant.dataset, "train" if crops else "train_full")
+        validation_dir = artifacts.shard_set(variant.dataset, "validation_crops" if crops else "validation")
+        return cls(train_dir, validation_dir, read_manifest(train_dir), read_manifest(validation_dir))
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How a variant trains on this machine: replicas, batch and step counts."""
+
+    accelerator: dict
+    global_batch: int
+    steps: int
+    validation_steps: int
+
+
+def schedule_for(settings: TrainSettings, data: TrainingData, accelerator: dict) -> Schedule:
     global_batch = settings.batch_size * accelerator["replicas"]
-    steps = settings.steps_per_epoch or max(1, train_manifest["records"] // global_batch)
-    validation_steps = settings.validation_steps or math.ceil(validation_manifest["records"] / global_batch)
-    train_ds = make_dataset(train_dir, global_batch, training=True, seed=settings.seed)
-    validation = [(x.numpy(), y.numpy()) for x, y in
-                  make_dataset(validation_dir, global_batch, training=False, repeat=True).take(validation_steps)]
+    steps = settings.steps_per_epoch or max(1, data.train_manifest["records"] // global_batch)
+    validation_steps = settings.validation_steps or math.ceil(data.validation_manifest["records"] / global_batch)
+    return Schedule(accelerator, global_batch, steps, validation_steps)
 
+
+def compiled_model(spec, settings: TrainSettings, schedule: Schedule, strategy, loss):
+    """The variant's model, compiled with Adam and ``loss``, under ``strategy``."""
     with strategy.scope():
         model = build_model(spec.arch, **variant_options(spec))
-        learning_rate = cosine_schedule(settings, steps) if settings.schedule == "cosine" else settings.learning_rate
+        learning_rate = (cosine_schedule(settings, schedule.steps) if settings.schedule == "cosine"
+                         else settings.learning_rate)
         optimizer = keras.optimizers.Adam(learning_rate=learning_rate, global_clipnorm=settings.clip_norm)
-        loss = training_loss(settings)
-        model.compile(optimizer=optimizer, loss=loss, jit_compile=accelerator["xla"])
-        # Adam's slots made now, not inside the first step: otherwise TensorFlow traces
-        # the training step twice (tiny MIRNet on 2 cores: first step 14 s -> 5 s)
+        model.compile(optimizer=optimizer, loss=loss, jit_compile=schedule.accelerator["xla"])
+        # Adam's slots made now, not inside the first step: otherwise TensorFlow
+        # traces the training step twice
         optimizer.build(model.trainable_variables)
+    return model
 
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    history_path = reports / "history.csv"
-    resumed = (checkpoints / "backup").exists()
-    if not resumed:
-        history_path.unlink(missing_ok=True)
+
+def training_callbacks(settings: TrainSettings, schedule: Schedule, validation: list, loss, checkpoints: Path,
+                       history_path: Path, extra=()) -> list:
+    """Validation scores, per-epoch checkpoints (resume), the history file, the
+    learning-rate schedule and early stopping, then ``extra``."""
     callbacks = [
         ValidationScores(validation, loss),  # first: the callbacks below read its val_* logs
         keras.callbacks.BackupAndRestore(str(checkpoints / "backup"), save_freq="epoch", delete_checkpoint=True),
-        EpochLogger(history_path, global_batch, steps),
+        EpochLogger(history_path, schedule.global_batch, schedule.steps),
         keras.callbacks.TerminateOnNaN(),
     ]
     if settings.schedule == "plateau":
@@ -271,48 +284,95 @@ def fit_variant(name: str, params: Params, extra_callbacks=(), log_model: bool =
     if settings.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_psnr", mode="max", patience=settings.early_stopping_patience, restore_best_weights=True))
-    callbacks.extend(extra_callbacks)
+    return callbacks + list(extra)
 
-    flat = tracking.flatten({"variant": name, "profile": params.profile, "model": spec.model_dump(),
-                             "dataset": variant.dataset, "input": variant.input, "train": settings.model_dump(),
-                             "accelerator": accelerator, "global_batch_size": global_batch,
-                             "steps_per_epoch": steps, "validation_steps": validation_steps})
+
+def run_record(name: str, params: Params, data: TrainingData, schedule: Schedule, resumed: bool) -> tuple[dict, dict]:
+    """(the flat parameters, the tags) of the variant's MLflow run."""
+    variant, settings = params.variants[name], params.variant_train(name)
+    flat = tracking.flatten({"variant": name, "profile": params.profile,
+                             "model": params.models[variant.model].model_dump(), "dataset": variant.dataset,
+                             "input": variant.input, "train": settings.model_dump(),
+                             "accelerator": schedule.accelerator, "global_batch_size": schedule.global_batch,
+                             "steps_per_epoch": schedule.steps, "validation_steps": schedule.validation_steps})
     tags = {**tracking.provenance(name), "kind": "training", "profile": params.profile,
-            "data.train_shards_manifest_sha256": file_sha256(train_dir / "manifest.json"),
-            "data.validation_shards_manifest_sha256": file_sha256(validation_dir / "manifest.json"),
-            "data.source_manifest_sha256": train_manifest.get("source_manifest_sha256") or "",
+            "data.train_shards_manifest_sha256": file_sha256(data.train_dir / "manifest.json"),
+            "data.validation_shards_manifest_sha256": file_sha256(data.validation_dir / "manifest.json"),
+            "data.source_manifest_sha256": data.train_manifest.get("source_manifest_sha256") or "",
             "resumed": str(resumed)}
+    return flat, tags
+
+
+def log_shard_sets(variant, data: TrainingData, tags: dict) -> None:
+    tracking.log_shard_sets({
+        "training": (f"{variant.dataset}/{data.train_dir.name}", data.train_dir,
+                     tags["data.train_shards_manifest_sha256"]),
+        "validation": (f"{variant.dataset}/{data.validation_dir.name}", data.validation_dir,
+                       tags["data.validation_shards_manifest_sha256"])})
+
+
+def final_metrics(rows: list[dict], model) -> dict:
+    """The last epoch's validation scores, the best epoch's PSNR, and the speed."""
+    best = max(rows, key=lambda r: r.get("val_psnr", -math.inf))
+    last = rows[-1]
+    return {
+        "val_psnr": last["val_psnr"], "val_ssim": last["val_ssim"], "val_mae": last["val_mae"],
+        "val_loss": last["val_loss"], "best_val_psnr": best["val_psnr"], "best_epoch": int(best["epoch"]),
+        "epochs": int(last["epoch"]), "parameters": int(model.count_params()),
+        "seconds_per_epoch": float(np.mean([r["seconds"] for r in rows])),
+        "crops_per_second": float(np.mean([r["crops_per_second"] for r in rows])),
+    }
+
+
+def write_reports(name: str, model, rows: list[dict], metrics: dict, variant, settings: TrainSettings) -> None:
+    """``reports/<name>/``: metrics.json, curves.png and grid.png, each logged to the run with history.csv."""
+    reports = artifacts.variant_reports(name)
+    atomic_write_json(reports / "metrics.json", metrics)
+    plot_curves(rows, reports / "curves.png", f"{name}: loss and PSNR per epoch")
+    plot_grid(model, artifacts.shard_set(variant.dataset, "validation"), reports / "grid.png", settings.grid_images,
+              f"{name}: input / output / target (validation)")
+    tracking.log_metrics({f"final_{k}": v for k, v in metrics.items()})
+    for artifact in ("curves.png", "grid.png", "history.csv", "metrics.json"):
+        tracking.log_artifact(reports / artifact)
+
+
+def fit_variant(name: str, params: Params, extra_callbacks=(), log_model: bool = True) -> dict:
+    """Train variant ``name``; resume from its checkpoint if a previous run died.
+
+    Writes ``models/<name>/model.keras``, ``reports/<name>/{metrics.json,
+    history.csv,curves.png,grid.png,mlflow.json}``; returns the final metrics
+    with the MLflow run id and registered version."""
+    variant, settings = params.variants[name], params.variant_train(name)
+    data = TrainingData.of(variant)
+    keras.utils.set_random_seed(settings.seed)
+    strategy, accelerator = accelerator_setup(settings)
+    schedule = schedule_for(settings, data, accelerator)
+    train_ds = make_dataset(data.train_dir, schedule.global_batch, training=True, seed=settings.seed)
+    validation = [(x.numpy(), y.numpy()) for x, y in make_dataset(
+        data.validation_dir, schedule.global_batch, training=False, repeat=True).take(schedule.validation_steps)]
+    loss = training_loss(settings)
+    model = compiled_model(params.models[variant.model], settings, schedule, strategy, loss)
+
+    checkpoints, reports = artifacts.checkpoints(name), artifacts.variant_reports(name)
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    history_path = reports / "history.csv"
+    resumed = (checkpoints / "backup").exists()
+    if not resumed:
+        history_path.unlink(missing_ok=True)
+    callbacks = training_callbacks(settings, schedule, validation, loss, checkpoints, history_path, extra_callbacks)
+    flat, tags = run_record(name, params, data, schedule, resumed)
     with tracking.run(params.mlflow, name, checkpoints / "mlflow_run_id", tags) as run:
         tracking.log_params(flat)
-        tracking.log_shard_sets({
-            "training": (f"{variant.dataset}/{train_dir.name}", train_dir, tags["data.train_shards_manifest_sha256"]),
-            "validation": (f"{variant.dataset}/{validation_dir.name}", validation_dir,
-                           tags["data.validation_shards_manifest_sha256"])})
+        log_shard_sets(variant, data, tags)
         tracking.log_metrics({"parameters": model.count_params(), "layers": count_layers(model)})
-        model.fit(train_ds, epochs=settings.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=2)
+        model.fit(train_ds, epochs=settings.epochs, steps_per_epoch=schedule.steps, callbacks=callbacks, verbose=2)
 
         rows = read_history(history_path)
-        best = max(rows, key=lambda r: r.get("val_psnr", -math.inf))
-        last = rows[-1]
-        metrics = {
-            "val_psnr": last["val_psnr"], "val_ssim": last["val_ssim"], "val_mae": last["val_mae"],
-            "val_loss": last["val_loss"], "best_val_psnr": best["val_psnr"], "best_epoch": int(best["epoch"]),
-            "epochs": int(last["epoch"]), "parameters": int(model.count_params()),
-            "seconds_per_epoch": float(np.mean([r["seconds"] for r in rows])),
-            "crops_per_second": float(np.mean([r["crops_per_second"] for r in rows])),
-        }
+        metrics = final_metrics(rows, model)
         model_file = artifacts.model_file(name)
-        model_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = model_file.with_name(".model.keras.tmp.keras")
-        model.save(tmp)
-        tmp.replace(model_file)
-        atomic_write_json(reports / "metrics.json", metrics)
-        plot_curves(rows, reports / "curves.png", f"{name}: loss and PSNR per epoch")
-        plot_grid(model, artifacts.shard_set(variant.dataset, "validation"), reports / "grid.png", settings.grid_images,
-                  f"{name}: input / output / target (validation)")
-        tracking.log_metrics({f"final_{k}": v for k, v in metrics.items()})
-        for artifact in ("curves.png", "grid.png", "history.csv", "metrics.json"):
-            tracking.log_artifact(reports / artifact)
+        with atomic_file(model_file, suffix=".keras") as staging:  # Keras saves to a name ending in .keras
+            model.save(staging)
+        write_reports(name, model, rows, metrics, variant, settings)
         registered = None
         if log_model:
             registered = tracking.log_and_register_model(model, name, model_file, tracking.provenance(name))

@@ -1,14 +1,14 @@
-"""Flow and command line: enhance every image under a folder or S3 prefix.
+"""Flow: enhance every image under a folder or S3 prefix (``enhance_folder``),
+writing the enhanced images and a metrics Parquet (``DESTINATION/metrics.parquet``
+unless the job names another), one row per key; the run ends Failed when any
+image failed or the job stopped early, everything done written. Chunks run on
+Prefect's thread pool, or on an existing Dask cluster (``prefect-dask``).
 
-    mirnet-enhance SOURCE DESTINATION --model models:/mirnet@champion
-    python -m mirnet_pipeline.flows.enhance data/raw/lol/eval15/low data/enhanced --model models/mirnet_lol/model.keras
+The command ``mirnet-enhance`` (``flows/commands/enhance.py``) checks what the
+user gives and runs it; the pipeline's ``enhance`` stage runs it on the folder
+params.yaml names::
 
-SOURCE and DESTINATION are folders or ``s3://bucket/prefix``; the model is
-``models:/<name>@<alias>``, ``models:/<name>/<version>`` or a ``.keras`` file.
-Writes the enhanced images and a metrics Parquet (``DESTINATION/metrics.parquet``
-unless ``--metrics``); exits non-zero when any image failed, listing them.
-Chunks run on Prefect's thread pool, or on an existing Dask cluster with
-``--dask-address tcp://scheduler:8786`` (``prefect-dask``).
+    python -m mirnet_pipeline.flows.enhance --from-params
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ from prefect.artifacts import create_table_artifact
 from tqdm.auto import tqdm
 
 from mirnet_pipeline.flows import prefect_api
-from mirnet_pipeline.flows.enhance_command import CHUNK_WORKERS
 from mirnet_pipeline.tasks.batch.claim import DestinationBusy, DestinationUnusable, claim_destination
-from mirnet_pipeline.tasks.batch.job import (EnhanceJob, OverlappingLocations, check_locations, chunks, key_text,
-                                             ledger, listing, new_run_id, plan, process_chunk, progress_reports,
-                                             summarize, write_metrics)
+from mirnet_pipeline.tasks.batch.job import (CHUNK_WORKERS, EnhanceJob, OverlappingLocations, check_locations,
+                                             chunks, key_text, ledger, listing, new_run_id, plan, process_chunk,
+                                             progress_reports, summarize, write_metrics)
 from mirnet_pipeline.tasks.batch.stopping import stoppable
 
 
@@ -69,7 +68,7 @@ def task_runner(dask_address: str | None, workers: int):
 
 
 # Called directly (the DVC stage, a deployment) the flow runs CHUNK_WORKERS
-# chunks at a time; main() sets the runner from --chunk-workers/--dask-address.
+# chunks at a time; mirnet-enhance sets the runner from --chunk-workers/--dask-address.
 @flow(name="enhance", task_runner=task_runner(None, CHUNK_WORKERS))
 def enhance_folder(job: EnhanceJob) -> dict:
     check_locations(job)  # before the claim writes its lock in the destination
@@ -172,11 +171,8 @@ def demo_stage() -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    from mirnet_pipeline.flows.enhance_command import main as command
-
-    return command(argv)
-
-
 if __name__ == "__main__":
-    sys.exit(demo_stage() if sys.argv[1:] == ["--from-params"] else main())
+    if sys.argv[1:] != ["--from-params"]:
+        sys.exit("usage: python -m mirnet_pipeline.flows.enhance --from-params (the pipeline's enhance stage); "
+                 "to enhance a folder or bucket, use mirnet-enhance")
+    sys.exit(demo_stage())

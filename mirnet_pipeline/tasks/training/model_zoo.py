@@ -1,19 +1,10 @@
 """The model-zoo report: size and cost of each configured variant, and a
-one-screen summary for any architecture and option set from the command line.
-
-    python -m mirnet_pipeline.tasks.training.model_zoo mirnet num_rrg=3 num_mrb=2 channels=32
-    mirnet-summary cnn channels=256
-"""
+one-screen summary for any architecture and option set (the command
+``mirnet-summary``, ``flows/commands/summary.py``)."""
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-
-import yaml
-
-from mirnet_pipeline.model import ARCHITECTURES, get_architecture
+from mirnet_pipeline.model import get_architecture
 from mirnet_pipeline.model.complexity import describe
 
 
@@ -27,7 +18,6 @@ def describe_variant(arch: str, options: dict, height: int = 1000, width: int = 
     info = describe(arch, height=height, width=width, **options)
     info["options"] = {**defaults, **options}
     return info
-
 
 
 def format_summary(info: dict) -> str:
@@ -61,31 +51,3 @@ def markdown_table(rows: dict[str, dict]) -> str:
             f"{info['layers']:,} | {info['gmacs_per_megapixel']:,.1f} |"
         )
     return "\n".join(out)
-
-
-def _parse_option(text: str) -> tuple[str, object]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"options are key=value, got {text!r}")
-    key, value = text.split("=", 1)
-    return key, yaml.safe_load(value)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="mirnet-summary",
-        description="Print parameters, layers and MACs per megapixel of a model.",
-    )
-    parser.add_argument("arch", choices=sorted(ARCHITECTURES))
-    parser.add_argument("options", nargs="*", type=_parse_option, metavar="key=value")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-    args = parser.parse_args(argv)
-    try:
-        info = describe_variant(args.arch, dict(args.options))
-    except (TypeError, ValueError) as exc:
-        parser.error(str(exc))
-    print(json.dumps(info, indent=2) if args.json else format_summary(info))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

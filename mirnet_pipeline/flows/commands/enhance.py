@@ -5,14 +5,14 @@
     mirnet-enhance photos enhanced --model exported/mirnet/model.onnx          # ONNX Runtime
     mirnet-enhance photos enhanced --model models:/mirnet@champion --runtime openvino
 
-What the user gives is checked first, in this light module, before Prefect,
-Keras or TensorFlow are imported: the options, that no option carries
-credentials, that local folders exist and S3 buckets answer, that the model's
-files are what they should be or the registry holds the model and its files,
-the destination is not the source and can be written. A mistake costs a second and ends with one line
-(``mirnet-enhance: error: ...``) and exit status 2; the flow itself lives in
-``flows/enhance.py``. Paths are the user's, read from the working directory.
-The MLflow registry is ``--tracking-uri``, else
+What the user gives is checked first, before Prefect, Keras or TensorFlow
+are imported: the options, that no option carries credentials, that local
+folders exist and S3 buckets answer, that the model's files are what they
+should be or the registry holds the model and its files, that the destination
+is not the source and can be written. A mistake costs a second and ends with
+one line (``mirnet-enhance: error: ...``) and exit status 2; the flow itself
+is ``flows/enhance.py``. Paths are the user's, read from the working
+directory. The MLflow registry is ``--tracking-uri``, else
 ``MLFLOW_TRACKING_URI``, else the project's own store (params.yaml's
 ``mlflow.tracking_uri``, read from the project's folder), wherever the
 command runs from.
@@ -26,20 +26,22 @@ import os
 import sys
 from pathlib import Path
 
-from mirnet_pipeline.tasks.batch.claim import DestinationUnusable, own_folder
-from mirnet_pipeline.tasks.batch.images import FORMATS
-from mirnet_pipeline.tasks.batch.job import PRECISION_NAMES, EnhanceJob, JobInputError, check_locations, preflight
+from mirnet_pipeline.flows.commands import check_registered, tracking_uri, usage_error
+from mirnet_pipeline.tasks.batch.claim import own_folder
+from mirnet_pipeline.tasks.batch.images import IMAGE_FORMATS
+from mirnet_pipeline.tasks.batch.job import CHUNK_WORKERS, PRECISION_NAMES, EnhanceJob, check_locations, preflight
 from mirnet_pipeline.tasks.credentials import check_no_credentials
+from mirnet_pipeline.tasks.errors import UsageError
 from mirnet_pipeline.tasks.export.runtimes import RUNTIMES
-from mirnet_pipeline.tasks.training.trained_models import registered_version
 
-CHUNK_WORKERS = 1  # chunks at a time unless the user says otherwise (each has its own I/O threads)
+PROG = "mirnet-enhance"
 JOB = {f.name: f.default for f in dataclasses.fields(EnhanceJob) if f.default is not dataclasses.MISSING}
 NOT_JOB_FIELDS = ("chunk_workers", "dask_address", "include", "tracking_uri")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mirnet-enhance", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("source", help="folder or s3://bucket/prefix of the images")
     p.add_argument("destination", help="folder or s3://bucket/prefix for the enhanced images")
     p.add_argument("--model", required=True, help="models:/<name>@<alias>, models:/<name>/<version>, a .keras file "
@@ -51,7 +53,7 @@ def parser() -> argparse.ArgumentParser:
                                           "else the project's store)")
     p.add_argument("--include", action="append", default=None, help="glob of keys to take (repeatable)")
     p.add_argument("--exclude", action="append", default=[], help="glob of keys to leave out (repeatable)")
-    p.add_argument("--format", dest="output_format", choices=list(FORMATS), type=str.upper)
+    p.add_argument("--format", dest="output_format", choices=list(IMAGE_FORMATS), type=str.upper)
     p.add_argument("--suffix", default=JOB["suffix"], help="added to each output name before the extension")
     p.add_argument("--reference", help="folder or s3:// prefix of ground truth with the same keys")
     p.add_argument("--endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000")
@@ -85,46 +87,12 @@ def parse(argv: list[str]) -> tuple[EnhanceJob, argparse.Namespace]:
     return EnhanceJob(**fields), args
 
 
-def tracking_uri(given: str | None) -> str | None:
-    from mirnet_pipeline.tasks.config import project_tracking_uri
-
-    return given or os.environ.get("MLFLOW_TRACKING_URI") or project_tracking_uri()
-
-
-def check_registered(uri: str, store: str | None, runtime: str | None = None) -> None:
-    """The registry at ``store`` (MLflow's default: None) holds ``models:/<name>@<alias>``
-    or ``models:/<name>/<version>``, and the files that run it on ``runtime``
-    are there and sound (``JobInputError`` naming the version and what is missing)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    store = store or mlflow.get_tracking_uri()
-    if store.startswith("sqlite:///") and not Path(store.removeprefix("sqlite:///")).is_file():
-        raise JobInputError(f"model {uri}: there is no MLflow store at {store} (train a model first, "
-                            "or give --tracking-uri)")
-    try:
-        registered_version(MlflowClient(tracking_uri=store), uri)
-    except MlflowException:
-        raise JobInputError(f"model {uri}: not in the MLflow registry at {store} "
-                            "(check the name and alias in the MLflow UI, or give --tracking-uri)") from None
-    from mirnet_pipeline.tasks.export.runtimes import ModelFileError, model_files
-    from mirnet_pipeline.tasks.training.trained_models import model_file
-
-    try:
-        path, _ = model_file(uri, runtime)
-        if path is not None:
-            model_files(path)
-    except (ModelFileError, FileNotFoundError) as exc:
-        raise JobInputError(str(exc)) from None
-
-
 def check_exported(job: EnhanceJob) -> None:
     """An exported model opens on its runtime (a corrupt file fails here, named,
     not in the first chunk); opened once, the chunks of this process reuse it."""
-    from mirnet_pipeline.tasks.batch.job import load_model
+    from mirnet_pipeline.tasks.batch.job import load_job_model
 
-    load_model(job.model, job.precision, job.runtime)
+    load_job_model(job.model, job.precision, job.runtime)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,13 +109,9 @@ def main(argv: list[str] | None = None) -> int:
                                                   and Path(job.model).suffix != ".keras"):
             check_exported(job)
         if not job.destination.startswith("s3://"):  # last: the destination's own folder is made here
-            try:
-                own_folder(job.destination)
-            except DestinationUnusable as exc:
-                raise JobInputError(str(exc)) from None
-    except (ValueError, FileNotFoundError) as exc:  # JobInputError, ConfigError, ModelFileError, ModelNotFound
-        print(f"mirnet-enhance: error: {exc}", file=sys.stderr)
-        return 2
+            own_folder(job.destination)
+    except UsageError as exc:
+        return usage_error(PROG, exc)
     from mirnet_pipeline.flows.enhance import run
 
     return run(job, args.dask_address, args.chunk_workers)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import urllib.parse
 
+from mirnet_pipeline.tasks.errors import UsageError
+
 # query parameters that carry a secret (compared in lower case)
 SECRET_QUERY = {"x-amz-signature", "x-amz-credential", "x-amz-security-token", "signature", "sig", "token",
                 "access_token", "password", "secret", "api_key", "apikey"}
@@ -20,7 +22,7 @@ WHERE = (f"give credentials the usual way instead: for S3, {S3_CREDENTIALS}; for
          "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD; for a download, a ~/.netrc entry")
 
 
-class CredentialsInParameter(ValueError):
+class CredentialsInParameter(UsageError):
     """A value that carries credentials; the message hides them."""
 
 

@@ -86,6 +86,26 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, staging: str | os.P
     return path
 
 
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, suffix: str = ""):
+    """A temporary sibling of ``path`` (ending in ``suffix``) for a writer that
+    needs a file name, such as Keras' ``model.save``; moved over ``path`` when
+    the block succeeds, with the permissions a plain ``open`` would give it,
+    and removed when it fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{_short(path.name, name_limit(path.parent) - 2 - _RANDOM - 4 - len(suffix))}."
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -8,8 +8,10 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from mirnet_pipeline.tasks.errors import UsageError
 
-class LayoutError(ValueError):
+
+class LayoutError(UsageError):
     """A dataset folder is not laid out as expected; the message lists what is wrong."""
 
 

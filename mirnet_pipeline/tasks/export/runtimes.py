@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mirnet_pipeline.tasks.errors import UsageError
 from mirnet_pipeline.tasks.storage import file_sha256
 
 RUNTIMES = ("keras", "tensorflow", "onnxruntime", "openvino")
@@ -52,7 +53,7 @@ def default_streams(cores: int) -> int:
     return max(1, min(4, cores))
 
 
-class ModelFileError(ValueError):
+class ModelFileError(UsageError):
     """A model file that cannot be run as asked; the message names it."""
 
 

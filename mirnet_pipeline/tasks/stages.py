@@ -1,18 +1,13 @@
-"""The main job: the whole pipeline through DVC, with Prefect's own server on
-127.0.0.1 for its length, then what came out of it.
-
-    ./pipeline demo              # = python -m mirnet_pipeline.flows.demo
-    ./pipeline demo --force      # arguments go to `dvc repro` (stages then run one at a time)
+"""Running DVC's stale stages several at a time, in dependency order.
 
 DVC runs one stage at a time, and most stages of this pipeline do not depend
-on each other (the fetches, the seven trainings, the model-zoo report). So the
-demo runs the stale stages itself, ``JOBS`` at a time in dependency order, each
-with the command dvc.yaml gives it, and records each with ``dvc commit`` as
-DVC does after running a stage; a final ``dvc repro`` finds nothing left to
-do. ``dvc status`` is clean afterwards and a second ``dvc repro`` runs nothing.
-
-Exits non-zero when a stage fails. Nothing it starts (the Prefect server,
-``dvc``, the stages) outlives it, also when it is stopped with Ctrl-C or killed.
+on each other (the fetches, the seven trainings, the model-zoo report). So
+``plan`` takes the stale stages and everything downstream of them from DVC's
+own stage graph, and ``run_stages`` runs them ``JOBS`` at a time, each with
+the command dvc.yaml gives it, and records each with ``dvc commit`` as DVC
+does after running a stage; a ``dvc repro`` afterwards finds nothing left to
+do. Every process it starts is a ``Children`` member, stopped together on the
+way out.
 """
 
 from __future__ import annotations
@@ -20,23 +15,16 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from pathlib import Path
 
-from mirnet_pipeline.tasks import artifacts
-from mirnet_pipeline.tasks.config import ConfigError, load_params
-from mirnet_pipeline.tasks.services import prefect_server, start_child, stop_child
-from mirnet_pipeline.tasks.storage import atomic_write_text
-from mirnet_pipeline.tasks.training.headline import headline
+from mirnet_pipeline.tasks.config import load_params
+from mirnet_pipeline.tasks.services import start_child, stop_child
 
-PREFECT_LOG = Path(".prefect") / "server.log"
-SUMMARY_FILE = artifacts.REPORTS / "demo_summary.txt"  # the last run's summary
 TRAINING = "train@"  # the foreach group of training stages
 JOBS = 2  # two at a time: one computes while the other starts up, reads or writes
 DVC = [sys.executable, "-m", "dvc"]
@@ -54,10 +42,6 @@ def say(text: str) -> None:
 
 class StageFailed(RuntimeError):
     """A stage's command exited non-zero."""
-
-
-def _stop(signum, frame):  # SIGTERM ends the demo the way Ctrl-C does
-    raise KeyboardInterrupt
 
 
 class Children:
@@ -192,90 +176,3 @@ def run_stages(children: Children, plan: Plan) -> list[str]:
             children.stop()
             raise
     return sorted(done, key=plan.rank.__getitem__)
-
-
-def summary_text(metrics: dict, seconds: float) -> str:
-    def optional(value, spec: str) -> str:
-        return "" if value is None else format(value, spec)
-
-    lines = [f"Done in {seconds / 60:.1f} min. PSNR on the validation images (dB, data range 1); noise: the gain",
-             "on TID2013's additive Gaussian noise; cast: the largest mean signed error of a colour channel:", "",
-             f"  {'variant':<12} {'dataset':<8} {'images':>6}   {'input -> output':>17}   {'gain':>7}"
-             f"   {'noise':>6}   {'cast':>6}"]
-    for r in headline(metrics):
-        lines.append(f"  {r['variant']:<12} {r['dataset']:<8} {r['images']:>6}   "
-                     f"{r['input_psnr']:>7.2f} -> {r['output_psnr']:>6.2f}   {r['gain']:>+7.2f}"
-                     f"   {optional(r['noise_gain'], '+6.2f'):>6}   {optional(r['cast'], '6.3f'):>6}")
-    lines += [
-        "",
-        "Where to look next:",
-        f"  {artifacts.COMPARISON}   every variant against doing nothing, per distortion type",
-        f"  {artifacts.EVALUATION / 'before_after.png'}   input, output and target side by side",
-        f"  {artifacts.REPORTS}/<variant>/   per variant: training curves (curves.png), samples (grid.png)",
-        "  ./pipeline run mlflow ui --backend-store-uri sqlite:///mlflow.db   runs, metrics, models",
-        "  ./pipeline run dvc metrics show   the same figures through DVC",
-        "  ./pipeline run mirnet-enhance PHOTOS OUT --model models:/mirnet@champion   your own photos",
-    ]
-    return "\n".join(lines)
-
-
-def promote_candidates(params) -> list[str]:
-    """What scheduled retraining does for its variant (``flows/retrain.py``),
-    for every variant: the ``candidate`` becomes ``champion`` when there is
-    none yet or when it beats it by ``retrain.margin_db``. So the registry's
-    ``models:/<variant>@champion`` exists after the demo. One line per variant."""
-    from mirnet_pipeline.tasks.training.promotion import decide_and_promote
-    from mirnet_pipeline.tasks.training.tracking import configure
-
-    configure(params.mlflow)
-    lines = []
-    for variant, spec in params.variants.items():
-        try:
-            decision = decide_and_promote(variant, spec.dataset, params.retrain.margin_db)
-        except ValueError as exc:
-            lines.append(f"  {variant:<12} {exc}")
-            continue
-        if decision.promoted or decision.champion_version == decision.candidate_version:
-            verdict = "champion"
-        else:
-            verdict = f"candidate (champion: version {decision.champion_version})"
-        lines.append(f"  {variant:<12} version {decision.candidate_version} {verdict}: {decision.reason}")
-    return lines
-
-
-def main(argv: list[str]) -> int:
-    try:
-        params = load_params()  # a mistake in params.yaml stops here, before anything starts
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    signal.signal(signal.SIGTERM, _stop)
-    started = time.monotonic()
-    children = Children()
-    try:
-        with prefect_server(PREFECT_LOG) as url:
-            print(f">> Prefect server on {url.removesuffix('/api')} (log: {PREFECT_LOG})", flush=True)
-            if not argv:  # the default run: the stale stages, JOBS at a time
-                run_stages(children, plan(stale_stages()))
-            status = children.run([*DVC, "repro", *argv])
-            if status != 0:
-                raise StageFailed(f"dvc repro failed (status {status})")
-    except StageFailed as exc:
-        print(f">> {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\n>> stopped", file=sys.stderr)
-        return 130
-    finally:
-        children.stop()
-    print("\n>> MLflow registry (models:/<variant>@champion):\n" + "\n".join(promote_candidates(params)), flush=True)
-    metrics_file = artifacts.EVALUATION / "metrics.json"
-    if metrics_file.exists():
-        summary = summary_text(json.loads(metrics_file.read_text()), time.monotonic() - started)
-        atomic_write_text(SUMMARY_FILE, summary + "\n")  # docs/readme_figures.py puts it in the README
-        print("\n" + summary)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -27,17 +27,21 @@ import os
 import sys
 from pathlib import Path
 
-from mirnet_pipeline.tasks.export.formats import FORMATS, check_formats
+from mirnet_pipeline.flows.commands import check_registered, tracking_uri, usage_error
+from mirnet_pipeline.tasks.credentials import check_no_credentials
+from mirnet_pipeline.tasks.errors import UsageError
+from mirnet_pipeline.tasks.export.formats import EXPORT_FORMATS, check_formats
 from mirnet_pipeline.tasks.training.trained_models import registry_reference
 
 PROG = "mirnet-export"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("model", help="a .keras file, models:/<name>@<alias> or models:/<name>/<version>")
     p.add_argument("destination", help="folder for the exports and export.json")
-    p.add_argument("--format", dest="formats", action="append", choices=list(FORMATS),
+    p.add_argument("--format", dest="formats", action="append", choices=list(EXPORT_FORMATS),
                    help="one format (repeatable; default: all)")
     p.add_argument("--images", action="append", help="image file or folder to verify on (repeatable)")
     p.add_argument("--int8", metavar="SHARDS",
@@ -54,22 +58,22 @@ def check(args) -> list[Path]:
     """What can be checked before TensorFlow starts; returns the image paths."""
     from mirnet_pipeline.tasks.config import PROJECT_ROOT
 
-    formats = check_formats(args.formats or tuple(FORMATS))
+    formats = check_formats(args.formats or tuple(EXPORT_FORMATS))
     if args.int8:
         from mirnet_pipeline.tasks.data.shards import read_manifest
 
         if "onnx" not in formats:
-            raise ValueError("--int8: the int8 model is quantized from the ONNX export; add --format onnx")
+            raise UsageError("--int8: the int8 model is quantized from the ONNX export; add --format onnx")
         for split in ("train", "validation"):
-            read_manifest(Path(args.int8) / split)  # ShardError (a ValueError) names a missing set
+            read_manifest(Path(args.int8) / split)  # ShardError (a UsageError) names a missing set
         if args.calibration_crops < 1 or (args.validation_images is not None and args.validation_images < 1):
-            raise ValueError("--calibration-crops and --validation-images: must be at least 1")
+            raise UsageError("--calibration-crops and --validation-images: must be at least 1")
     if registry_reference(args.model) is None:
         from mirnet_pipeline.tasks.export.runtimes import model_files
 
         if not (Path(args.model).exists() or Path(args.model).is_symlink()):
-            raise ValueError(f"model {args.model}: no such file (give a .keras file or models:/<name>@<alias>)")
-        model_files(args.model)  # ModelFileError (a ValueError): a link out, a device, a pipe
+            raise UsageError(f"model {args.model}: no such file (give a .keras file or models:/<name>@<alias>)")
+        model_files(args.model)  # ModelFileError (a UsageError): a link out, a device, a pipe
     from mirnet_pipeline.tasks.export.bundle import check_export_folder
 
     check_export_folder(args.destination, None if registry_reference(args.model) else args.model)
@@ -77,30 +81,28 @@ def check(args) -> list[Path]:
         paths = [Path(p) for p in args.images]
         missing = [str(p) for p in paths if not p.exists()]
         if missing:
-            raise ValueError(f"images {missing[0]}: no such file or folder")
+            raise UsageError(f"images {missing[0]}: no such file or folder")
         return paths
     from mirnet_pipeline.tasks.export.verification import default_image_paths
 
     paths = default_image_paths(PROJECT_ROOT)
     if not paths:
-        raise ValueError("no images to verify on: give --images FOLDER")
+        raise UsageError("no images to verify on: give --images FOLDER")
     return paths
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mirnet_pipeline.flows.enhance_command import check_registered, tracking_uri
-
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        check_no_credentials("--tracking-uri", args.tracking_uri)
         paths = check(args)
         if args.model.startswith("models:/"):
             uri = tracking_uri(args.tracking_uri)
             if uri:
                 os.environ["MLFLOW_TRACKING_URI"] = uri
             check_registered(args.model, uri)
-    except ValueError as exc:  # JobInputError and ConfigError too
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+    except UsageError as exc:
+        return usage_error(PROG, exc)
     from mirnet_pipeline.tasks.export.bundle import REPORT, log_to_registry, write_verified_export
     from mirnet_pipeline.tasks.export.verification import VerificationError, read_images
     from mirnet_pipeline.tasks.training.trained_models import load_model, registered_version
@@ -113,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         int8 = (calibration_crops(Path(args.int8) / "train", args.calibration_crops),
                 validation_pairs(Path(args.int8) / "validation", args.validation_images))
     try:
-        report = write_verified_export(model, args.destination, read_images(paths), args.formats or tuple(FORMATS),
-                                       source=f"{args.model} ({version})", int8=int8)
+        report = write_verified_export(model, args.destination, read_images(paths),
+                                       args.formats or tuple(EXPORT_FORMATS), source=f"{args.model} ({version})",
+                                       int8=int8)
     except VerificationError as exc:
         print(f"{PROG}: error: {exc}; nothing written", file=sys.stderr)
         return 1

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mirnet_pipeline.tasks.export.formats import FORMATS, export_model
+from mirnet_pipeline.tasks.errors import UsageError
+from mirnet_pipeline.tasks.export.formats import EXPORT_FORMATS, export_model
 from mirnet_pipeline.tasks.export.quantize import INT8_FILE, int8_report, quantize_onnx
 from mirnet_pipeline.tasks.export.verification import TOLERANCE, check_report, verify_exports
 from mirnet_pipeline.tasks.storage import atomic_directory, atomic_write_json
@@ -18,30 +19,30 @@ from mirnet_pipeline.tasks.storage import atomic_directory, atomic_write_json
 REPORT = "export.json"
 REGISTRY_FOLDER = "exports"
 # what an export folder holds: the report, each format's file or folder, the int8 model
-EXPORT_NAMES = {REPORT, INT8_FILE} | {Path(location).parts[0] for _, location in FORMATS.values()}
+EXPORT_NAMES = {REPORT, INT8_FILE} | {Path(location).parts[0] for _, location in EXPORT_FORMATS.values()}
 
 
 def check_export_folder(folder: str | Path, model: str | Path | None = None) -> None:
-    """``ValueError`` naming ``folder`` unless an export may go there: it is
+    """``UsageError`` naming ``folder`` unless an export may go there: it is
     new, empty, or a previous export (``export.json`` and only what an export
     writes), and it does not hold ``model``, the file being exported."""
     folder = Path(folder)
     if folder.is_symlink():
-        raise ValueError(f"destination {folder}: is a symbolic link; give the folder itself")
+        raise UsageError(f"destination {folder}: is a symbolic link; give the folder itself")
     if not folder.exists():
         return
     if not folder.is_dir():
-        raise ValueError(f"destination {folder}: is a file, not a folder")
+        raise UsageError(f"destination {folder}: is a file, not a folder")
     if model is not None and Path(model).resolve().is_relative_to(folder.resolve()):
-        raise ValueError(f"destination {folder}: holds the model being exported ({model}); "
+        raise UsageError(f"destination {folder}: holds the model being exported ({model}); "
                          "export into another folder")
     names = sorted(p.name for p in folder.iterdir())
     if names and REPORT not in names:
-        raise ValueError(f"destination {folder}: holds {_listed(names)} and is not an export (no {REPORT}); "
+        raise UsageError(f"destination {folder}: holds {_listed(names)} and is not an export (no {REPORT}); "
                          "give a new or empty folder")
     foreign = [name for name in names if name not in EXPORT_NAMES]
     if foreign:
-        raise ValueError(f"destination {folder}: is an export but also holds {_listed(foreign)}, which "
+        raise UsageError(f"destination {folder}: is an export but also holds {_listed(foreign)}, which "
                          "replacing it would delete; move that out or give another folder")
 
 
@@ -49,7 +50,7 @@ def _listed(names: list[str]) -> str:
     return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
-def write_verified_export(model, folder: str | Path, images: dict, formats=tuple(FORMATS),
+def write_verified_export(model, folder: str | Path, images: dict, formats=tuple(EXPORT_FORMATS),
                           tolerance: float = TOLERANCE, source: str | None = None, int8=None) -> dict:
     """Export ``model`` into ``folder`` and verify it on ``images``; returns the
     report. ``VerificationError`` (and nothing written) when an export differs.

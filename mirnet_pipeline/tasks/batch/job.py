@@ -42,14 +42,15 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from mirnet_pipeline.tasks.batch.images import (EXTENSIONS, FORMATS, HEADER_BYTES, ImageError, check_header,
+from mirnet_pipeline.tasks.batch.images import (EXTENSIONS, IMAGE_FORMATS, HEADER_BYTES, ImageError, check_header,
                                                 decode, encode, no_reference)
 from mirnet_pipeline.tasks.batch.claim import OWN_FOLDER, staging_folder
 from mirnet_pipeline.tasks.batch.stopping import Stop, destination_fault, stop_of
 from mirnet_pipeline.tasks.batch.stores import UnsafeKey, check_key, check_reachable, open_store
 from mirnet_pipeline.tasks.credentials import check_no_credentials
+from mirnet_pipeline.tasks.errors import UsageError
 from mirnet_pipeline.tasks.export.runtimes import RUNTIMES, ModelFileError, model_files, runtime_for
-from mirnet_pipeline.tasks.runtime import limit_malloc_arenas, release_freed_memory
+from mirnet_pipeline.tasks.tuning import limit_malloc_arenas, release_freed_memory
 from mirnet_pipeline.tasks.storage import atomic_write_bytes
 from mirnet_pipeline.tasks.training.trained_models import load_model as load_trained, registry_reference
 
@@ -63,6 +64,13 @@ COLUMNS = (["key", "status", "error", "output_key", "width", "height", "mode", "
             "source_version"]
            + [f"before_{m}" for m in MEASURES] + [f"after_{m}" for m in MEASURES]
            + ["psnr", "ssim", "mae"])
+
+
+CHUNK_WORKERS = 1  # chunks at a time unless the user says otherwise (each has its own I/O threads)
+
+
+class JobInputError(UsageError):
+    """A mistake in what the job was given; the message says what, where and what to do."""
 
 
 @dataclass(frozen=True)
@@ -97,18 +105,18 @@ class EnhanceJob:
         for name in ("source", "destination", "model", "reference", "endpoint_url", "metrics", "state_dir"):
             check_no_credentials(name, getattr(self, name))
         if not (math.isfinite(self.lease_seconds) and self.lease_seconds > 0):
-            raise ValueError(f"lease_seconds: must be a positive number of seconds, got {self.lease_seconds}")
+            raise JobInputError(f"lease_seconds: must be a positive number of seconds, got {self.lease_seconds}")
         if self.precision not in PRECISION_NAMES:
-            raise ValueError(f"precision: expected one of {', '.join(PRECISION_NAMES)}, got {self.precision!r}")
+            raise JobInputError(f"precision: expected one of {', '.join(PRECISION_NAMES)}, got {self.precision!r}")
         if self.runtime is not None and self.runtime not in RUNTIMES:
-            raise ValueError(f"runtime: expected one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
-        if self.output_format is not None and self.output_format.upper() not in FORMATS:
-            raise ValueError(f"output_format: expected one of {', '.join(FORMATS)}, got {self.output_format!r}")
+            raise JobInputError(f"runtime: expected one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
+        if self.output_format is not None and self.output_format.upper() not in IMAGE_FORMATS:
+            raise JobInputError(f"output_format: expected one of {', '.join(IMAGE_FORMATS)}, got {self.output_format!r}")
         for name in ("max_pixels", "tile", "batch_size", "tile_batch_size", "chunk_size", "workers"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
+                raise JobInputError(f"{name}: must be at least 1, got {getattr(self, name)}")
         if not 0 <= 2 * self.overlap < self.tile:
-            raise ValueError(f"overlap: must be at least 0 and less than half the tile ({self.tile}), "
+            raise JobInputError(f"overlap: must be at least 0 and less than half the tile ({self.tile}), "
                              f"got {self.overlap}")
 
     def state_uri(self) -> str:
@@ -124,10 +132,6 @@ class EnhanceJob:
         """The destination; a local one keeps its temporaries in its ``.enhance/tmp``."""
         return open_store(self.destination, self.endpoint_url, self.region, max_connections,
                           staging=staging_folder(self.destination))
-
-
-class JobInputError(ValueError):
-    """A mistake in what the job was given; the message says what, where and what to do."""
 
 
 def preflight(job: EnhanceJob) -> None:
@@ -175,14 +179,14 @@ class LoadedModel:
 
 
 @functools.lru_cache(maxsize=4)
-def load_model(uri: str, precision: str = "float32", runtime: str | None = None) -> LoadedModel:
+def load_job_model(uri: str, precision: str = "float32", runtime: str | None = None) -> LoadedModel:
     """The model from MLflow (``models:/...``), a ``.keras`` file or an export,
     run by ``runtime`` in ``precision``; chunk processors of one process share
     it and its lock. ``ModelFileError`` names a file that cannot be run."""
     from mirnet_pipeline.tasks.export.runtimes import ExportedModel, model_hash
-    from mirnet_pipeline.tasks.training.trained_models import model_file
+    from mirnet_pipeline.tasks.training.trained_models import runnable_file
 
-    path, label = model_file(uri, runtime)
+    path, label = runnable_file(uri, runtime)
     if path is None:  # a registry version from before the .keras file was stored with it
         model, label = load_trained(uri)
         return LoadedModel(_with_precision(model, precision), label)
@@ -211,7 +215,7 @@ def output_key(key: str, suffix: str, fmt: str) -> str:
     """Where ``key``'s output goes: its normalised path (``dir//./a.png`` is
     ``dir/a.png``), ``suffix`` added to the stem, the extension of ``fmt``."""
     path = PurePosixPath(key)
-    return str(path.with_name(f"{path.stem}{suffix}{FORMATS[fmt]}"))
+    return str(path.with_name(f"{path.stem}{suffix}{IMAGE_FORMATS[fmt]}"))
 
 
 def output_format(job: "EnhanceJob", key: str) -> str:
@@ -256,7 +260,7 @@ def plan(job: "EnhanceJob", infos: list) -> tuple[list, list[dict]]:
     return keep, refused
 
 
-class OverlappingLocations(ValueError):
+class OverlappingLocations(UsageError):
     """Source and destination where outputs would overwrite or mix with the originals."""
 
 
@@ -308,7 +312,7 @@ class ChunkProcessor:
         self.source = open_store(job.source, job.endpoint_url, job.region, job.workers * 2)
         self.destination = job.destination_store(job.workers * 2)
         self.reference = open_store(job.reference, job.endpoint_url, job.region) if job.reference else None
-        loaded = load_model(job.model, job.precision, job.runtime)
+        loaded = load_job_model(job.model, job.precision, job.runtime)
         self.model, self.model_version, self.lock = loaded.model, loaded.version, loaded.lock
         self.runtime, self.model_hash = loaded.runtime, loaded.hash
 
@@ -599,4 +603,4 @@ def summarize(rows: list[dict]) -> dict:
 
 
 __all__ = ["EnhanceJob", "EXTENSIONS", "OverlappingLocations", "check_locations", "chunks", "key_text", "ledger",
-           "listing", "load_model", "new_run_id", "plan", "process_chunk", "summarize", "write_metrics"]
+           "listing", "load_job_model", "new_run_id", "plan", "process_chunk", "summarize", "write_metrics"]

@@ -33,6 +33,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from mirnet_pipeline.tasks.errors import UsageError
+
 OWN_FOLDER = ".enhance"  # the job's own folder in the destination
 LEASE = f"{OWN_FOLDER}/lease.json"
 CONFLICTS = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409")
@@ -42,7 +44,7 @@ class DestinationBusy(RuntimeError):
     """Another job holds the destination."""
 
 
-class DestinationUnusable(RuntimeError):
+class DestinationUnusable(UsageError):
     """The destination cannot hold the job's own folder (a link, a read-only file system)."""
 
 
