@@ -264,7 +264,8 @@ def measure(args, work: Path) -> dict:
         "model_only_ratio": naive / alone,
     }
     lines = [f"mirnet ({rrg} RRG, {mrb} MRB, {channels} channels), "
-             f"{args.images} images 512x384: naive loop {args.images / naive:.2f} img/s ({megapixels / naive:.2f} MP/s); "
+             f"{args.images} images 512x384: naive loop {args.images / naive:.2f} img/s "
+             f"({megapixels / naive:.2f} MP/s); "
              f"the model alone (float32) {args.images / alone:.2f} img/s = {naive / alone:.2f}x the naive loop, "
              "the most any pipeline could reach"]
     costs = own_work(work / "in")

@@ -23,9 +23,22 @@ from tqdm.auto import tqdm
 
 from mirnet_pipeline.flows import prefect_api
 from mirnet_pipeline.tasks.batch.claim import DestinationBusy, DestinationUnusable, claim_destination
-from mirnet_pipeline.tasks.batch.job import (CHUNK_WORKERS, EnhanceJob, OverlappingLocations, check_locations,
-                                             chunks, key_text, ledger, listing, new_run_id, plan, process_chunk,
-                                             progress_reports, summarize, write_metrics)
+from mirnet_pipeline.tasks.batch.job import (
+    CHUNK_WORKERS,
+    EnhanceJob,
+    OverlappingLocations,
+    check_locations,
+    chunks,
+    key_text,
+    ledger,
+    listing,
+    new_run_id,
+    plan,
+    process_chunk,
+    progress_reports,
+    summarize,
+    write_metrics,
+)
 from mirnet_pipeline.tasks.batch.stopping import stoppable
 
 

@@ -17,7 +17,6 @@ from mirnet_pipeline.tasks.config import Params, load_params, variant_options
 from mirnet_pipeline.tasks.storage import atomic_write_json, atomic_write_text
 from mirnet_pipeline.tasks.training.model_zoo import describe_variant, markdown_table
 
-
 describe_variant_task = task(describe_variant, name="describe-variant")
 
 

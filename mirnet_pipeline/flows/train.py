@@ -32,7 +32,8 @@ def train(variant: str, params: Params | None = None) -> dict:
         raise ValueError(f"unknown variant {variant!r}; known: {', '.join(params.variants)}")
     metrics = fit_task(variant, params)
     lines = [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
-    create_markdown_artifact("| metric | value |\n|---|---|\n" + "\n".join(lines), key=f"train-{variant.replace('_', '-')}",
+    create_markdown_artifact("| metric | value |\n|---|---|\n" + "\n".join(lines),
+                             key=f"train-{variant.replace('_', '-')}",
                              description=f"Training of {variant}")
     return metrics
 

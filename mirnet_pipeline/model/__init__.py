@@ -7,8 +7,12 @@ from mirnet_pipeline.model.attention import ChannelPooling, NonLocalBlock, Strea
 from mirnet_pipeline.model.inference import AnySize, infer, infer_tiled, reflect_pad
 from mirnet_pipeline.model.losses import LOSSES, PerceptualLoss, charbonnier, get_loss, loss_names
 from mirnet_pipeline.model.metrics import mae, mae_metric, psnr, psnr_metric, reference_scores, ssim, ssim_metric
-from mirnet_pipeline.model.mirnet_v2 import (BilinearUpSampling2D, ContextBlock, ResidualContextBlock,
-                                             SelectiveKernelFusion)
+from mirnet_pipeline.model.mirnet_v2 import (
+                                             BilinearUpSampling2D,
+                                             ContextBlock,
+                                             ResidualContextBlock,
+                                             SelectiveKernelFusion,
+)
 from mirnet_pipeline.model.precision import PRECISIONS, with_precision
 from mirnet_pipeline.model.registry import ARCHITECTURES, build_model, get_architecture, size_multiple
 

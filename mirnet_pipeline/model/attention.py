@@ -97,7 +97,7 @@ def selective_kernel_feature_fusion(streams, softmax="channels"):
     ]
     if softmax == "streams":
         descriptors = StreamSoftmax()(descriptors)
-    weighted = [layers.Multiply()([s, d]) for s, d in zip(streams, descriptors)]
+    weighted = [layers.Multiply()([s, d]) for s, d in zip(streams, descriptors, strict=True)]
     return layers.Add()(weighted)
 
 

@@ -141,7 +141,7 @@ def infer_tiled(model, image, *, tile: int = 512, overlap: int = 32, multiple: i
         chunk = boxes[start : start + batch_size]
         tiles = np.stack([array[y : y + th, x : x + tw] for y, x in chunk])
         outputs = infer(model, tiles, multiple=multiple, batch_size=len(chunk), clip=False)
-        for (y, x), out in zip(chunk, outputs):
+        for (y, x), out in zip(chunk, outputs, strict=True):
             weights = (_blend_window(th, overlap, y > 0, y + th < height)[:, None]
                        * _blend_window(tw, overlap, x > 0, x + tw < width)[None, :])[..., None]
             total[y : y + th, x : x + tw] += out * weights

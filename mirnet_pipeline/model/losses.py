@@ -133,7 +133,7 @@ class PerceptualLoss(keras.losses.Loss):
         if len(self.layers) == 1:
             true_features, pred_features = [true_features], [pred_features]
         terms = [ops.mean(ops.square((p - ops.stop_gradient(t)) / 255.0))
-                 for t, p in zip(true_features, pred_features)]
+                 for t, p in zip(true_features, pred_features, strict=True)]
         return ops.mean(ops.stack(terms))
 
     def call(self, y_true, y_pred):

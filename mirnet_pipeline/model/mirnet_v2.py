@@ -16,8 +16,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from mirnet_pipeline.model.registry import PACKAGE
-from mirnet_pipeline.model.registry import register_architecture
+from mirnet_pipeline.model.registry import PACKAGE, register_architecture
 from mirnet_pipeline.model.residual import global_residual
 
 LEAKY_SLOPE = 0.2

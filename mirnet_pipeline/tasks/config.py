@@ -65,7 +65,7 @@ def declared_architectures() -> dict[str, dict[str, tuple[Any, Any]]]:
                     arguments = node.args.args[len(node.args.args) - len(node.args.defaults):]
                     found[ast.literal_eval(decorator.args[0])] = {
                         a.arg: (_annotation(a.annotation), ast.literal_eval(d))
-                        for a, d in zip(arguments, node.args.defaults) if a.arg not in BUILD_ARGUMENTS
+                        for a, d in zip(arguments, node.args.defaults, strict=True) if a.arg not in BUILD_ARGUMENTS
                     }
     return found
 

@@ -22,7 +22,8 @@ def photo(width=64, height=48, seed=0) -> Image.Image:
 
 def run(job):
     """The flow's summary, also when images failed (the run then ends Failed)."""
-    from mirnet_pipeline.flows.enhance import ImagesFailed, enhance_folder as flow
+    from mirnet_pipeline.flows.enhance import ImagesFailed
+    from mirnet_pipeline.flows.enhance import enhance_folder as flow
 
     try:
         return flow(job)

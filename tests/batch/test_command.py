@@ -45,9 +45,12 @@ def photos(tmp_path, monkeypatch):
 @pytest.mark.parametrize("arguments, message", [
     (["--overlap", "300"], "overlap: must be at least 0 and less than half the tile (512), got 300"),
     (["--batch-size", "0"], "batch_size: must be at least 1, got 0"),
-    (["--model", "missing.keras"], "model missing.keras: no such file (give a .keras file, an exported model or models:/<name>@<alias>)"),
-    (["--model", "models:/mirnet"], "model models:/mirnet: expected models:/<name>@<alias> or models:/<name>/<version>"),
-    (["--model", "models:/mirnet@"], "model models:/mirnet@: expected models:/<name>@<alias> or models:/<name>/<version>"),
+    (["--model", "missing.keras"],
+     "model missing.keras: no such file (give a .keras file, an exported model or models:/<name>@<alias>)"),
+    (["--model", "models:/mirnet"],
+     "model models:/mirnet: expected models:/<name>@<alias> or models:/<name>/<version>"),
+    (["--model", "models:/mirnet@"],
+     "model models:/mirnet@: expected models:/<name>@<alias> or models:/<name>/<version>"),
     (["--reference", "truth"], "reference truth: no such folder (give a folder or an s3://bucket/prefix)"),
     (["--destination-is-source"], "is the source"),
 ])

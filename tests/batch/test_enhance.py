@@ -86,10 +86,10 @@ def corpus_run(tmp_path_factory, model_file, prefect_server):
 def test_every_input_gets_one_row_and_bad_files_name_their_problem(corpus_run):
     _, _, _, summary, table = corpus_run
     assert sorted(table.key) == sorted(corpus())
-    statuses = dict(zip(table.key, table.status))
+    statuses = dict(zip(table.key, table.status, strict=True))
     assert {k for k, s in statuses.items() if s == "error"} == EXPECTED_ERRORS
     assert summary["ok"] == len(corpus()) - len(EXPECTED_ERRORS) and summary["error"] == 4
-    errors = dict(zip(table.key, table.error))
+    errors = dict(zip(table.key, table.error, strict=True))
     assert "0 bytes" in errors["empty.png"]
     assert "over the limit of 5,000,000" in errors["huge.png"]
     assert "not an image" in errors["text.png"]
@@ -107,7 +107,7 @@ def test_deep_images_stay_deep_with_their_alpha_and_profile(corpus_run):
     with tifffile.TiffFile(destination / "deep.tif") as tiff, tifffile.TiffFile(source / "deep.tif") as original:
         assert tiff.pages[0].dtype == np.uint16 and tiff.pages[0].shape == (48, 64, 3)
         assert tiff.pages[0].iccprofile == original.pages[0].iccprofile
-    modes, depths = dict(zip(table.key, table["mode"])), dict(zip(table.key, table.bit_depth))
+    modes, depths = dict(zip(table.key, table["mode"], strict=True)), dict(zip(table.key, table.bit_depth, strict=True))
     assert (modes["deep rgba.png"], depths["deep rgba.png"]) == ("RGBA;16", 16)
     assert (modes["deep.tif"], depths["deep.tif"]) == ("RGB;16", 16)
 
@@ -249,7 +249,8 @@ def test_a_killed_batch_resumes_without_losing_or_duplicating(tmp_path, model_fi
     assert 1 <= len(written[4:]) <= 2 and set(written[4:]) <= {"img04.png", "img05.png"}, written
     assert not (destination / "metrics.parquet").exists()
 
-    second = subprocess.run([sys.executable, "-m", "mirnet_pipeline.flows.commands.enhance", *arguments], cwd=root, env=env,
+    second = subprocess.run([sys.executable, "-m", "mirnet_pipeline.flows.commands.enhance", *arguments], cwd=root,
+                            env=env,
                             capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     table = pd.read_parquet(destination / "metrics.parquet")

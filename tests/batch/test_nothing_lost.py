@@ -20,8 +20,15 @@ import pytest
 import tifffile
 from PIL import Image
 
-from mirnet_pipeline.tasks.batch.job import (ChunkProcessor, EnhanceJob, OverlappingLocations, check_locations, key_text, listing,
-                             plan)
+from mirnet_pipeline.tasks.batch.job import (
+    ChunkProcessor,
+    EnhanceJob,
+    OverlappingLocations,
+    check_locations,
+    key_text,
+    listing,
+    plan,
+)
 from mirnet_pipeline.tasks.batch.stores import ObjectInfo
 from tests.batch.samples import photo, run, save
 
@@ -279,7 +286,8 @@ def test_a_killed_command_takes_its_prefect_server_with_it(tmp_path, model_file)
         photo(seed=i).save(source / f"{i}.png")
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PYTHONPATH=str(ROOT))
-    command = subprocess.Popen([sys.executable, "-m", "mirnet_pipeline.flows.commands.enhance", str(source), str(tmp_path / "out"), "--model", model_file],
+    command = subprocess.Popen([sys.executable, "-m", "mirnet_pipeline.flows.commands.enhance", str(source),
+                                str(tmp_path / "out"), "--model", model_file],
                                cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     parent = psutil.Process(command.pid)
     deadline = time.monotonic() + 180

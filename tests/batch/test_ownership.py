@@ -24,7 +24,7 @@ from PIL import Image
 
 from mirnet_pipeline.flows.commands.enhance import main as enhance_main
 from mirnet_pipeline.flows.commands.export import main as export_main
-from mirnet_pipeline.tasks.batch.claim import DestinationBusy, DestinationUnusable, claim_destination
+from mirnet_pipeline.tasks.batch.claim import DestinationUnusable, claim_destination
 from mirnet_pipeline.tasks.batch.job import ChunkProcessor, EnhanceJob, ledger, listing, plan
 from mirnet_pipeline.tasks.batch.stopping import Stop, stoppable
 from mirnet_pipeline.tasks.batch.stores import ObjectInfo
@@ -666,8 +666,10 @@ def test_s3_faults_are_one_line_before_prefect_and_tensorflow(tmp_path, s3_serve
 # --- 10. parameters -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("change, message", [
-    (lambda d: d["train"].update(learning_rate=float("inf")), "params.yaml: train.learning_rate: Input should be a finite number"),
-    (lambda d: d["train"].update(learning_rate=-0.001), "params.yaml: train.learning_rate: Input should be greater than 0"),
+    (lambda d: d["train"].update(learning_rate=float("inf")),
+     "params.yaml: train.learning_rate: Input should be a finite number"),
+    (lambda d: d["train"].update(learning_rate=-0.001),
+     "params.yaml: train.learning_rate: Input should be greater than 0"),
     (lambda d: d["profiles"]["demo"]["train"].update(learning_rate=float("nan")),
      "params.yaml (profile demo): train.learning_rate: Input should be a finite number"),
     (lambda d: d["profiles"].update(spare={"train": {"batch_size": 0}}),

@@ -14,8 +14,8 @@ from mirnet_pipeline.flows.commands.enhance import main
 from mirnet_pipeline.tasks.batch.job import EnhanceJob, ledger, process_chunk
 from mirnet_pipeline.tasks.batch.stores import open_store
 from mirnet_pipeline.tasks.export.runtimes import model_hash
-from tests.batch.test_enhance import deep_colour
 from tests.batch.samples import photo
+from tests.batch.test_enhance import deep_colour
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,8 @@ def test_exports_enhance_as_keras_does(exports, source, tmp_path):
             assert np.abs(got.astype(np.int64) - expected.astype(np.int64)).max() <= level, (runtime, key)
             assert row["after_sharpness"] == pytest.approx(keras_rows[key]["after_sharpness"], rel=0.02)
         if runtime == "openvino":
-            assert np.array_equal(read(tmp_path / runtime / "deep.tif")[..., 3], tifffile.imread(source / "deep.tif")[..., 3])
+            assert np.array_equal(read(tmp_path / runtime / "deep.tif")[..., 3],
+                                  tifffile.imread(source / "deep.tif")[..., 3])
     assert {r["runtime"] for r in keras_rows.values()} == {"keras"}
     assert {r["model_hash"] for r in keras_rows.values()} == {model_hash(exports["keras"])}
 

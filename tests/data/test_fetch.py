@@ -202,7 +202,8 @@ def test_a_lol_zip_from_http_becomes_a_validated_dataset(file_server, tmp_path):
         (lambda f: f.pop("lol_dataset/our485/high/2.png"), r"our485/low/2.png: low image without its high twin"),
         (lambda f: f.update({"lol_dataset/our485/low/1.png": b""}), r"our485/low/1.png: empty file"),
         (lambda f: f.update(lol_files(pairs=("1",), size=(300, 200))), r"size 300x200, expected 600x400"),
-        (lambda f: f.update({"lol_dataset/our485/high/1.png": b"not a png"}), r"our485/high/1.png: not a readable image"),
+        (lambda f: f.update({"lol_dataset/our485/high/1.png": b"not a png"}),
+         r"our485/high/1.png: not a readable image"),
     ],
 )
 def test_bad_lol_datasets_name_the_file_and_leave_nothing(tmp_path, change, message):

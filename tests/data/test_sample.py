@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio
 
-from mirnet_pipeline.tasks.data import lol, sample, tid2013
 from mirnet_pipeline.tasks.config import Tid2013Settings
+from mirnet_pipeline.tasks.data import lol, sample, tid2013
 from mirnet_pipeline.tasks.data.distortions import DISTORTIONS, distort
 
 
@@ -83,7 +83,7 @@ def test_every_type_gets_stronger_level_by_level(tid2013_pair, distortion):
     reference = tid2013_pair[0]
     scores = [peak_signal_noise_ratio(reference, distort(reference, distortion, level, seed=0), data_range=255)
               for level in range(1, 6)]
-    assert all(a >= b - 0.05 for a, b in zip(scores, scores[1:])), scores
+    assert all(a >= b - 0.05 for a, b in zip(scores, scores[1:], strict=True)), scores
     assert scores[0] > scores[-1] + 2.0, scores  # level 5 clearly worse than level 1
     assert scores[-1] < 32.0, scores  # and clearly visible
 

@@ -121,7 +121,8 @@ def test_training_reader_augments_with_the_eight_symmetries(pairs, tmp_path):
     seen_transforms = set()
     for x, y in ds.take(20):
         assert x.shape == (4, 16, 16, 3) and x.dtype == tf.float32
-        for xi, yi in zip(np.rint(x.numpy() * 255).astype(np.uint8), np.rint(y.numpy() * 255).astype(np.uint8)):
+        for xi, yi in zip(np.rint(x.numpy() * 255).astype(np.uint8), np.rint(y.numpy() * 255).astype(np.uint8),
+                          strict=True):
             matched = False
             for k in range(8):
                 undo = np.rot90(np.fliplr(xi) if k >= 4 else xi, -(k % 4))
@@ -141,7 +142,7 @@ def test_validation_reader_is_deterministic_and_complete(pairs, tmp_path):
     first = [x.numpy() for x, _ in make_dataset(tmp_path / "v", batch_size=4, training=False)]
     second = [x.numpy() for x, _ in make_dataset(tmp_path / "v", batch_size=4, training=False)]
     assert [len(b) for b in first] == [4, 2]
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ShardError, match="manifest.json: missing"):
         make_dataset(tmp_path / "nothing", batch_size=1, training=False)

@@ -31,7 +31,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3 * DEMO_SECONDS + 900)]
 
 def run(cmd, cwd, env, timeout=1200):
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{cmd} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    assert result.returncode == 0, \
+        f"{cmd} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     return result.stdout + result.stderr
 
 
@@ -106,7 +107,7 @@ def test_the_mirnet_family_never_makes_tid2013_worse_and_clearly_denoises(demo):
         assert validation["psnr_gain"] >= 0.0, (variant, validation["psnr_gain"])
         assert validation["per_type"]["1"]["psnr_gain"] >= 0.5, (variant, validation["per_type"]["1"])
         noise_gains.append(validation["per_type"]["1"]["psnr_gain"])
-    assert sum(noise_gains) / len(noise_gains) >= 1.0, dict(zip(MIRNET_FAMILY, noise_gains))
+    assert sum(noise_gains) / len(noise_gains) >= 1.0, dict(zip(MIRNET_FAMILY, noise_gains, strict=True))
 
 
 def test_the_low_light_model_brightens_without_a_colour_cast(demo):
@@ -174,7 +175,8 @@ model = mlflow.keras.load_model("models:/mirnet@champion")
 same = np.asarray(model.serve(photo))
 print(json.dumps({"shape": list(enhanced.shape), "range": [float(enhanced.min()), float(enhanced.max())],
                   "difference": float(np.abs(same - enhanced).max()),
-                  "project_modules": sorted(m for m in sys.modules if m.split(".")[0] in {"mirnet_pipeline", "model", "tasks", "flows"})}))
+                  "project_modules": sorted(m for m in sys.modules
+                                            if m.split(".")[0] in {"mirnet_pipeline", "model", "tasks", "flows"})}))
 """
 
 

@@ -30,7 +30,7 @@ def images():
     """Crops of odd sizes from the repository's TID2013 pair (reference and distorted)."""
     pair = read_images([ROOT / "tests/testdata/tid2013"])
     return {f"{Path(name).name}[{h}x{w}]": image[40:40 + h, 100:100 + w]
-            for (name, image), (h, w) in zip(sorted(pair.items()), [(61, 47), (38, 90)])}
+            for (name, image), (h, w) in zip(sorted(pair.items()), [(61, 47), (38, 90)], strict=True)}
 
 
 @pytest.fixture(scope="module", params=list(SMALL_OPTIONS))
@@ -86,7 +86,8 @@ def test_concurrent_requests_keep_each_image_in_its_place(exported, images):
     model, folder, _ = exported
     pair = [images[k] for k in sorted(images)]
     # five different images of one size: crops of the two odd-size ones, flipped and not
-    crops = [pair[0][:37, :45], pair[1][:37, :45], pair[0][-37:, -45:, ::-1], pair[1][1:38, 2:47], pair[0][::-1][:37, :45]]
+    crops = [pair[0][:37, :45], pair[1][:37, :45], pair[0][-37:, -45:, ::-1], pair[1][1:38, 2:47],
+             pair[0][::-1][:37, :45]]
     batch = np.stack(crops)
     expected = infer(model, batch, batch_size=5)
     assert min(np.abs(expected[i] - expected[j]).max() for i in range(5) for j in range(i)) > 0.05
@@ -136,7 +137,8 @@ def test_the_command_reports_mistakes_in_one_line_before_tensorflow(tmp_path):
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "nope.keras"), str(tmp_path / "out")],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["2", "False"]
-    assert done.stderr.strip() == f"mirnet-export: error: model {tmp_path / 'nope.keras'}: no such file (give a .keras file or models:/<name>@<alias>)"
+    assert done.stderr.strip() == (f"mirnet-export: error: model {tmp_path / 'nope.keras'}: no such file "
+                                   "(give a .keras file or models:/<name>@<alias>)")
     assert not (tmp_path / "out").exists()
 
 
@@ -171,13 +173,15 @@ def test_the_int8_model_is_calibrated_on_training_crops_and_scored_against_groun
         quantized = ExportedModel(int8_file, runtime)
         outputs = [infer(quantized, source) for source, _ in pairs]
         floats = [infer(model, source) for source, _ in pairs]
-        assert all(peak_signal_noise_ratio(f, q, data_range=1) > 30 for f, q in zip(floats, outputs)), runtime
-        assert any(np.abs(f - q).max() > 0 for f, q in zip(floats, outputs))  # really quantized
+        assert all(peak_signal_noise_ratio(f, q, data_range=1) > 30
+                   for f, q in zip(floats, outputs, strict=True)), runtime
+        assert any(np.abs(f - q).max() > 0 for f, q in zip(floats, outputs, strict=True))  # really quantized
         if runtime == "onnxruntime":
-            psnr = np.mean([peak_signal_noise_ratio(t, o, data_range=1) for (_, t), o in zip(pairs, outputs)])
+            psnr = np.mean([peak_signal_noise_ratio(t, o, data_range=1)
+                            for (_, t), o in zip(pairs, outputs, strict=True)])
             ssim = np.mean([structural_similarity(t, o, data_range=1, channel_axis=-1, gaussian_weights=True,
                                                   sigma=1.5, use_sample_covariance=False)
-                            for (_, t), o in zip(pairs, outputs)])
+                            for (_, t), o in zip(pairs, outputs, strict=True)])
             assert report["int8"]["psnr"] == pytest.approx(psnr, abs=1e-3)
             assert report["int8"]["ssim"] == pytest.approx(ssim, abs=1e-3)
     assert report["psnr_loss_db"] == pytest.approx(report["float32"]["psnr"] - report["int8"]["psnr"])

@@ -22,9 +22,8 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 import keras
+import numpy as np
 
 from mirnet_pipeline.model import get_loss, infer, infer_tiled
 from tests.model.small_models import SMALL, small_model
@@ -88,7 +87,7 @@ def check(folder: Path) -> dict:
         inputs, targets = training_pairs()
         loss_before = float(loss(targets, model.predict_on_batch(inputs)))
         history = model.fit(inputs, targets, batch_size=2, epochs=1, steps_per_epoch=STEPS, verbose=0)
-        moved = max(float(np.max(np.abs(a - b))) for a, b in zip(model.get_weights(), before))
+        moved = max(float(np.max(np.abs(a - b))) for a, b in zip(model.get_weights(), before, strict=True))
         loss_after = float(loss(targets, model.predict_on_batch(inputs)))
 
         path = folder / backend / f"{key}.keras"

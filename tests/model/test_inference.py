@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 
-import keras
-
-from mirnet_pipeline.model import build_model, infer, infer_tiled, get_loss, mae_metric, psnr_metric, reflect_pad, ssim_metric
+from mirnet_pipeline.model import (
+    build_model,
+    get_loss,
+    infer,
+    infer_tiled,
+    mae_metric,
+    psnr_metric,
+    reflect_pad,
+    ssim_metric,
+)
 from tests.model.small_models import SMALL, small_model
 
 

@@ -3,14 +3,13 @@ an independent computation with Keras' own VGG19 preprocessing."""
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras
-
 from mirnet_pipeline.model import get_loss, loss_names
-from mirnet_pipeline.model.losses import MissingWeights, PerceptualLoss, VGG19_WEIGHTS_FILE
+from mirnet_pipeline.model.losses import VGG19_WEIGHTS_FILE, MissingWeights, PerceptualLoss
 from mirnet_pipeline.tasks.config import LOSS_NAMES
 
 LAYERS = ["block1_conv2", "block2_conv2"]
@@ -36,7 +35,8 @@ def reference_perceptual(features: keras.Model, a, b) -> float:
     preprocess = keras.applications.vgg19.preprocess_input
     fa = features(preprocess(a * 255.0))
     fb = features(preprocess(b * 255.0))
-    return float(np.mean([np.mean(((np.asarray(x) - np.asarray(y)) / 255.0) ** 2) for x, y in zip(fa, fb)]))
+    return float(np.mean([np.mean(((np.asarray(x) - np.asarray(y)) / 255.0) ** 2)
+                          for x, y in zip(fa, fb, strict=True)]))
 
 
 def test_the_loss_is_the_pixel_loss_plus_weight_times_the_feature_mse(loss, images):

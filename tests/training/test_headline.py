@@ -33,7 +33,7 @@ def test_one_small_file_per_variant_with_the_figures_people_compare():
 def test_the_per_type_plot_has_a_line_per_variant(tmp_path):
     rows = [{"variant": v, "dataset": "tid2013", "split": "validation", "distortion": d, "psnr_gain": g}
             for v, gains in (("mirnet", [2.0, -0.5, 0.3]), ("cnn128", [-6.0, -7.0, -8.0])) for d, g in
-            zip((1, 2, 3), gains)]
+            zip((1, 2, 3), gains, strict=True)]
     rows.append({"variant": "mirnet_lol", "dataset": "lol", "split": "validation", "distortion": 0, "psnr_gain": 11})
     path = tmp_path / "per_type.png"
     per_type_figure(pd.DataFrame(rows), path)

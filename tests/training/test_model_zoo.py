@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from mirnet_pipeline.flows.commands.summary import main
 from mirnet_pipeline.tasks.artifacts import MODEL_ZOO
 from mirnet_pipeline.tasks.config import load_params, parse_params
-from mirnet_pipeline.flows.commands.summary import main
 
 
 def test_summary_command_prints_one_screen(capsys):

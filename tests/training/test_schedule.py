@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import mlflow
@@ -119,7 +119,7 @@ def test_a_scheduled_run_completes_and_promotes_the_candidate(served):
     # served deployment picks it up, runs the retrain flow and promotes the candidate
     api = served["api"]
     first = scheduled_runs(served, count=1)[0]
-    now = datetime.now(timezone.utc).isoformat()
+    now = datetime.now(UTC).isoformat()
     assert _api("POST", f"{api}/flow_runs/{first['id']}/set_state",
                 {"state": {"type": "SCHEDULED", "state_details": {"scheduled_time": now}}, "force": True})
 
@@ -157,7 +157,8 @@ def test_the_registered_deployment_runs_on_a_worker_started_anywhere(served, tmp
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
 
-    registered = subprocess.run([sys.executable, "-m", "mirnet_pipeline.flows.deploy", "register"], cwd=repository, env=env,
+    registered = subprocess.run([sys.executable, "-m", "mirnet_pipeline.flows.deploy", "register"], cwd=repository,
+                                env=env,
                                 capture_output=True, text=True, timeout=300)
     assert registered.returncode == 0, registered.stderr[-3000:]
     deployment = _api("GET", f"{api}/deployments/name/retrain/{REGISTERED}")

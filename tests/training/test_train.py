@@ -50,7 +50,8 @@ images = np.load("../images.npy")
 np.save("pyfunc.npy", mlflow.pyfunc.load_model("models:/tiny@candidate").predict(images))
 exported = mlflow.keras.load_model("models:/tiny@candidate")  # kept: its variables live as long as it does
 np.save("keras.npy", np.asarray(exported.serve(images)))
-print(json.dumps({"project_modules": sorted(m for m in sys.modules if m.split(".")[0] in {"mirnet_pipeline", "model", "tasks", "flows"})}))
+print(json.dumps({"project_modules": sorted(m for m in sys.modules
+                                           if m.split(".")[0] in {"mirnet_pipeline", "model", "tasks", "flows"})}))
 """
 
 

@@ -36,23 +36,32 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
 
-from mirnet_pipeline.tasks.batch.images import (EXTENSIONS, IMAGE_FORMATS, HEADER_BYTES, ImageError, check_header,
-                                                decode, encode, no_reference)
 from mirnet_pipeline.tasks.batch.claim import OWN_FOLDER, staging_folder
+from mirnet_pipeline.tasks.batch.images import (
+    EXTENSIONS,
+    HEADER_BYTES,
+    IMAGE_FORMATS,
+    ImageError,
+    check_header,
+    decode,
+    encode,
+    no_reference,
+)
 from mirnet_pipeline.tasks.batch.stopping import Stop, destination_fault, stop_of
 from mirnet_pipeline.tasks.batch.stores import UnsafeKey, check_key, check_reachable, open_store
 from mirnet_pipeline.tasks.credentials import check_no_credentials
 from mirnet_pipeline.tasks.errors import UsageError
 from mirnet_pipeline.tasks.export.runtimes import RUNTIMES, ModelFileError, model_files, runtime_for
-from mirnet_pipeline.tasks.tuning import limit_malloc_arenas, release_freed_memory
 from mirnet_pipeline.tasks.storage import atomic_write_bytes
-from mirnet_pipeline.tasks.training.trained_models import load_model as load_trained, registry_reference
+from mirnet_pipeline.tasks.training.trained_models import load_model as load_trained
+from mirnet_pipeline.tasks.training.trained_models import registry_reference
+from mirnet_pipeline.tasks.tuning import limit_malloc_arenas, release_freed_memory
 
 STATUS_OK, STATUS_SKIPPED, STATUS_ERROR = "ok", "skipped", "error"
 # model.precision.PRECISIONS' names, written out so that checking a job does
@@ -111,7 +120,8 @@ class EnhanceJob:
         if self.runtime is not None and self.runtime not in RUNTIMES:
             raise JobInputError(f"runtime: expected one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
         if self.output_format is not None and self.output_format.upper() not in IMAGE_FORMATS:
-            raise JobInputError(f"output_format: expected one of {', '.join(IMAGE_FORMATS)}, got {self.output_format!r}")
+            raise JobInputError(f"output_format: expected one of {', '.join(IMAGE_FORMATS)}, "
+                                f"got {self.output_format!r}")
         for name in ("max_pixels", "tile", "batch_size", "tile_batch_size", "chunk_size", "workers"):
             if getattr(self, name) < 1:
                 raise JobInputError(f"{name}: must be at least 1, got {getattr(self, name)}")
@@ -218,13 +228,13 @@ def output_key(key: str, suffix: str, fmt: str) -> str:
     return str(path.with_name(f"{path.stem}{suffix}{IMAGE_FORMATS[fmt]}"))
 
 
-def output_format(job: "EnhanceJob", key: str) -> str:
+def output_format(job: EnhanceJob, key: str) -> str:
     """The job's output format, else the one the key's extension names (PNG
     for an extension no format claims)."""
     return (job.output_format or EXTENSIONS.get(PurePosixPath(key).suffix.lower(), "PNG")).upper()
 
 
-def output_of(job: "EnhanceJob", key: str) -> str:
+def output_of(job: EnhanceJob, key: str) -> str:
     """The output key the job writes for ``key``."""
     return output_key(key, job.suffix, output_format(job, key))
 
@@ -237,7 +247,7 @@ def key_text(key: str) -> str:
     return raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
 
 
-def plan(job: "EnhanceJob", infos: list) -> tuple[list, list[dict]]:
+def plan(job: EnhanceJob, infos: list) -> tuple[list, list[dict]]:
     """(the objects to process, error rows for those whose output another key
     already has): every kept key gets its own output key."""
     owners: dict[str, str] = {}
@@ -273,7 +283,7 @@ def _location(uri: str) -> tuple[str, str]:
     return "local", str(Path(uri).resolve()).rstrip("/") + "/"
 
 
-def check_locations(job: "EnhanceJob") -> None:
+def check_locations(job: EnhanceJob) -> None:
     """Refuse a destination that is the source or holds it (before anything is
     written there)."""
     (src_store, src), (dst_store, dst) = _location(job.source), _location(job.destination)
@@ -283,7 +293,7 @@ def check_locations(job: "EnhanceJob") -> None:
                                    "overwrite or mix with the originals; choose a destination outside it")
 
 
-def listing(job: "EnhanceJob") -> list:
+def listing(job: EnhanceJob) -> list:
     """The source's objects for ``job``, less a destination inside the source."""
     check_locations(job)
     (src_store, src), (dst_store, dst) = _location(job.source), _location(job.destination)
@@ -427,7 +437,7 @@ class ChunkProcessor:
                     pending.clear()
                     return
                 share = (time.perf_counter() - started) / len(pending)
-                for (row, decoded, seconds), output in zip(pending, outputs):
+                for (row, decoded, seconds), output in zip(pending, outputs, strict=True):
                     row["seconds"] = seconds + share
                     writes.append((row, pool.submit(self._finish, row, decoded, output)))
                 pending.clear()
@@ -568,7 +578,7 @@ def process_chunk(job: EnhanceJob, infos: list, run_id: str, index: int, done: d
 
 def new_run_id() -> str:
     """Sortable by start time (the ledger relies on it), unique."""
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f") + "-" + uuid.uuid4().hex[:6]
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f") + "-" + uuid.uuid4().hex[:6]
 
 
 def write_metrics(job: EnhanceJob, rows: list[dict]) -> str:

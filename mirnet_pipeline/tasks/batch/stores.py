@@ -18,7 +18,6 @@ from pathlib import Path, PurePosixPath
 
 from mirnet_pipeline.tasks.storage import atomic_write_bytes, s3_client
 
-
 BODY_ATTEMPTS = 6  # reads of an object whose body breaks off
 
 
@@ -157,8 +156,12 @@ class S3Store:
         """The body of a GET. botocore retries a failed request (5xx,
         throttling, a refused connection) but not a body cut off half-way;
         such a read starts again here, with backoff."""
-        from botocore.exceptions import (ConnectionClosedError, IncompleteReadError, ReadTimeoutError,
-                                         ResponseStreamingError)
+        from botocore.exceptions import (
+            ConnectionClosedError,
+            IncompleteReadError,
+            ReadTimeoutError,
+            ResponseStreamingError,
+        )
         from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
         retrying = Retrying(stop=stop_after_attempt(BODY_ATTEMPTS), wait=wait_exponential(multiplier=0.2, max=10),
@@ -217,7 +220,8 @@ def check_reachable(uri: str, endpoint_url: str | None = None, region: str | Non
         if status == 403:
             raise ValueError(f"{uri}: access to bucket {bucket!r} at {endpoint} is denied with these "
                              "credentials") from None
-        raise ValueError(f"{uri}: {endpoint} answered {status} {exc.response.get('Error', {}).get('Code', '')}") from None
+        code = exc.response.get("Error", {}).get("Code", "")
+        raise ValueError(f"{uri}: {endpoint} answered {status} {code}") from None
     except BotoCoreError as exc:  # unreachable endpoint, timeouts, a malformed URL
         raise ValueError(f"{uri}: cannot reach {endpoint} ({exc})") from None
 

@@ -6,15 +6,15 @@ three data stages' work on one dataset (``fetch``, ``index``,
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
 from mirnet_pipeline.tasks import artifacts
-from mirnet_pipeline.tasks.data import lol, sample, tid2013
 from mirnet_pipeline.tasks.config import DataSettings, ShardSettings
+from mirnet_pipeline.tasks.data import lol, sample, tid2013
 from mirnet_pipeline.tasks.data.fetch import fetch_dataset
 from mirnet_pipeline.tasks.data.shards import ShardSet, write_shard_sets
 from mirnet_pipeline.tasks.storage import atomic_write_bytes, file_sha256

@@ -13,8 +13,8 @@ description (Ponomarenko et al., "Image database TID2013", 2015).
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageFile
@@ -65,7 +65,7 @@ def _corrupt_and_decode(encoded: bytes, start: int, count: int, rng, fmt_name: s
             positions = rng.integers(start, len(encoded) - 2, size=MAX_ERRORS)
             values = rng.integers(0, 255, size=MAX_ERRORS)  # 0..254
             data = bytearray(encoded)
-            for p, v in zip(positions[:count], values[:count]):
+            for p, v in zip(positions[:count], values[:count], strict=True):
                 if data[p] != 0xFF and data[p - 1] != 0xFF:
                     data[p] = int(v)
             try:
@@ -236,7 +236,7 @@ def non_eccentricity_pattern_noise(image, level, rng):
     count, most = PATTERN_PATCHES[level - 1], PATTERN_PATCHES[-1]
     ys, xs = rng.integers(8, height - 16, most), rng.integers(8, width - 16, most)
     shifts = rng.integers(-6, 7, size=(most, 2))
-    for y, x, (dy, dx) in zip(ys[:count], xs[:count], shifts[:count]):
+    for y, x, (dy, dx) in zip(ys[:count], xs[:count], shifts[:count], strict=True):
         out[y : y + 8, x : x + 8] = image[y + dy : y + dy + 8, x + dx : x + dx + 8]
     return out
 
@@ -252,7 +252,7 @@ def local_block_distortions(image, level, rng):
     count, most = BLOCK_COUNT[level - 1], BLOCK_COUNT[-1]
     ys, xs = rng.integers(0, height - 32, most), rng.integers(0, width - 32, most)
     offsets = rng.normal(0, 25, (most, 3))
-    for y, x, offset in zip(ys[:count], xs[:count], offsets[:count]):
+    for y, x, offset in zip(ys[:count], xs[:count], offsets[:count], strict=True):
         mean = image[y : y + 32, x : x + 32].reshape(-1, 3).mean(axis=0)
         out[y : y + 32, x : x + 32] = _to_uint8(mean + offset)
     return out

@@ -29,8 +29,8 @@ import stat
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator
 
 import requests
 from tenacity import Retrying, retry_if_exception_type, wait_exponential
@@ -288,7 +288,8 @@ def extract(archive: str | os.PathLike, target: str | os.PathLike, progress: boo
         if not names:
             raise FetchError(f"{archive}: archive is empty")
         _check_names(names, archive)
-        with tqdm(total=len(names), unit="file", desc=f"extract {archive.name}", disable=not progress, leave=False) as bar:
+        with tqdm(total=len(names), unit="file", desc=f"extract {archive.name}", disable=not progress,
+                  leave=False) as bar:
             for name, is_dir, opener in ENTRIES[kind](archive):
                 relative = safe_member_path(name, archive)
                 destination = target.joinpath(*relative.parts)

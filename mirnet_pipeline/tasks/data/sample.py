@@ -25,7 +25,6 @@ from mirnet_pipeline.tasks.data import lol, tid2013
 from mirnet_pipeline.tasks.data.distortions import DISTORTIONS, LEVELS, distort
 
 
-
 def _skimage(name):
     import skimage.data
 
@@ -70,7 +69,7 @@ SOURCES = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_source(name: str) -> np.ndarray:
     """A packaged photograph as RGB uint8."""
     image = np.asarray(SOURCES[name]())

@@ -191,7 +191,7 @@ def write_shard_sets(
                 "shards": [
                     {"file": n, "records": c, "bytes": (staging / n).stat().st_size,
                      "sha256": file_sha256(staging / n)}
-                    for n, c in zip(names, counts)
+                    for n, c in zip(names, counts, strict=True)
                 ],
             }
             atomic_write_json(staging / MANIFEST, manifest)

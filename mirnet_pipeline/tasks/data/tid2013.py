@@ -13,8 +13,14 @@ from pathlib import Path
 import pandas as pd
 
 from mirnet_pipeline.tasks.data.distortions import DISTORTION_NAMES, LEVELS
-from mirnet_pipeline.tasks.data.layout import (LayoutError, check_images, find_child, find_dataset_root, index_folder,
-                                               raise_if)
+from mirnet_pipeline.tasks.data.layout import (
+    LayoutError,
+    check_images,
+    find_child,
+    find_dataset_root,
+    index_folder,
+    raise_if,
+)
 
 REFERENCES = tuple(range(1, 26))
 TYPES = tuple(range(1, 25))
@@ -57,13 +63,13 @@ def validate(folder: str | Path, check_sizes: bool = True) -> Path:
                      for n in REFERENCES if reference_name(n) not in references]
     if distorted:
         problems += [
-            f"{root / 'distorted_images'}: missing {distorted_name(n, t, l)}"
-            for n in REFERENCES for t in TYPES for l in LEVELS
-            if distorted_name(n, t, l) not in distorted
+            f"{root / 'distorted_images'}: missing {distorted_name(n, t, level)}"
+            for n in REFERENCES for t in TYPES for level in LEVELS
+            if distorted_name(n, t, level) not in distorted
         ]
     raise_if(problems, f"TID2013 layout of {root}")
     images = [references[reference_name(n)] for n in REFERENCES] + [
-        distorted[distorted_name(n, t, l)] for n in REFERENCES for t in TYPES for l in LEVELS
+        distorted[distorted_name(n, t, level)] for n in REFERENCES for t in TYPES for level in LEVELS
     ]
     raise_if(check_images(images, SIZE if check_sizes else None), f"TID2013 images in {root}")
     return root

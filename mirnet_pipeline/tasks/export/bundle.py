@@ -101,8 +101,8 @@ def export_variant(params, variant: str) -> dict:
     version that training registered for it (``reports/<variant>/mlflow.json``)."""
     from mirnet_pipeline.tasks import artifacts
     from mirnet_pipeline.tasks.export.verification import default_image_paths, read_images
-    from mirnet_pipeline.tasks.training.trained_models import load_model
     from mirnet_pipeline.tasks.training.tracking import training_record
+    from mirnet_pipeline.tasks.training.trained_models import load_model
 
     settings = params.export
     source = artifacts.model_file(variant)

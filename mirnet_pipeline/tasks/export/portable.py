@@ -64,7 +64,7 @@ def _per_group(layer):
         kernels = ops.split(kernel, layer.groups, axis=-1)  # (h, w, in / groups, out): out is grouped
         outputs = [ops.conv(x, k, strides=list(layer.strides), padding=layer.padding,
                             dilation_rate=layer.dilation_rate, data_format=layer.data_format)
-                   for x, k in zip(slices, kernels)]
+                   for x, k in zip(slices, kernels, strict=True)]
         return ops.concatenate(outputs, axis=axis)
 
     return convolution_op

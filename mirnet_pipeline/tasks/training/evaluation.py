@@ -105,7 +105,7 @@ def evaluate_split(models: dict, split_dir: Path, max_images: int | None = None,
             for variant, model in models.items():
                 outputs = infer(model, inputs, batch_size=len(inputs))
                 after = image_scores(targets, outputs)
-                for i, (record, b, a) in enumerate(zip(records, before, after)):
+                for i, (record, b, a) in enumerate(zip(records, before, after, strict=True)):
                     rows.append({"variant": variant, **record, **{f"input_{k}": v for k, v in b.items()},
                                  **{f"output_{k}": v for k, v in a.items()}})
                     wanted = (variant, record["distortion"])
@@ -194,13 +194,13 @@ def before_after_figure(panels: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(len(panels), 3, figsize=(9, 2.25 * len(panels)), squeeze=False)
-    for row, panel in zip(axes, panels):
+    for row, panel in zip(axes, panels, strict=True):
         target = panel["target"][None]
         before = float(psnr(target, panel["input"][None])[0])
         after = float(psnr(target, panel["output"][None])[0])
         for ax, key, label in zip(row, ("input", "output", "target"),
                                   (f"input {before:.1f} dB", f"output {after:.1f} dB ({after - before:+.1f})",
-                                   "target")):
+                                   "target"), strict=True):
             ax.imshow(np.clip(panel[key], 0, 1))
             ax.set_title(label, fontsize=8)
             ax.axis("off")
@@ -320,7 +320,7 @@ def per_type_figure(per_type: pd.DataFrame, path: Path, split: str = "validation
     rows = per_type[per_type.split == split]
     datasets = [d for d in sorted(rows.dataset.unique()) if rows[rows.dataset == d].distortion.nunique() > 1]
     fig, axes = plt.subplots(len(datasets) or 1, 1, figsize=(10, 4 * max(1, len(datasets))), squeeze=False)
-    for ax, dataset in zip(axes[:, 0], datasets):
+    for ax, dataset in zip(axes[:, 0], datasets, strict=True):
         for variant, group in rows[rows.dataset == dataset].groupby("variant", sort=True):
             group = group.sort_values("distortion")
             ax.plot(group.distortion, group.psnr_gain, "o-", markersize=3, label=variant)

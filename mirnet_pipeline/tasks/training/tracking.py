@@ -11,8 +11,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from filelock import FileLock
 import mlflow
+from filelock import FileLock
 from mlflow.tracking import MlflowClient
 
 from mirnet_pipeline.tasks.config import MlflowSettings
@@ -156,7 +156,8 @@ def log_and_register_model(model, name: str, keras_file: Path, tags: dict[str, s
     stored beside it for the project's own loader, which needs the Keras model
     itself (tiling, precision). Under JAX or PyTorch, which have no SavedModel
     exporter of their own, the flavour holds the ``.keras`` file."""
-    from importlib.metadata import PackageNotFoundError, version as installed
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
 
     import keras
 
