@@ -30,6 +30,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: this checkout's code
+from benchmarks import record  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = """
@@ -63,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=40)
     parser.add_argument("--root", default=str(ROOT), help="checkout whose job code runs")
+    record.add_option(parser)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     import keras
@@ -87,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{result['ok']}/{result['images']} photos of 4 MP ({result['input_mb']:.0f} MB of JPEG) in "
           f"{result['seconds']:.0f} s; peak resident memory {result['peak_gb']:.2f} GB (goal: under 2 GB)")
     print(json.dumps(result))
+    record.record(args.record, result)
     return 0
 
 

@@ -50,7 +50,8 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # run as a script: this checkout's code
+from benchmarks import record  # noqa: E402
 
 MEMORY_CHILD = """
 import sys, time, numpy as np, keras
@@ -238,6 +239,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--mirnet", default="1,1,16", help="RRGs, MRBs and channels of the MIRNet measured")
     parser.add_argument("--memory-cap-gb", type=float, default=12.0)
     parser.add_argument("--skip-memory", action="store_true")
+    record.add_option(parser)
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="enhance-bench-") as folder:  # removed afterwards, whatever happens
@@ -325,6 +327,7 @@ def measure(args, work: Path) -> dict:
         lines.append(f"24 MP photo peak memory: tiled {tiled[0]:.2f} GB, whole-image call {whole_text}")
     print("\n".join(lines))
     print(json.dumps(result))
+    record.record(args.record, result)
     return result
 
 

@@ -36,8 +36,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from enhance_throughput import make_exports, make_images, make_model  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: this checkout's code
+from benchmarks import record  # noqa: E402
+from benchmarks.enhance_throughput import make_exports, make_images, make_model  # noqa: E402
 
 # the convolution of each runtime and precision, by operator type
 CONVOLUTIONS = {"Conv", "FusedConv", "QLinearConv", "Convolution"}
@@ -119,6 +120,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--calibration", type=int, default=100, help="64x64 crops to calibrate int8 on")
     parser.add_argument("--mirnet", default="1,1,16", help="RRGs, MRBs and channels of the MIRNet profiled")
+    record.add_option(parser)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="operator-profile-") as folder:
         return measure(args, Path(folder))
@@ -150,6 +152,7 @@ def measure(args, work: Path) -> dict:
         lines += report(title, profile, len(images), conv_flops)
     print("\n".join(lines))
     print(json.dumps(result))
+    record.record(args.record, result)
     return result
 
 

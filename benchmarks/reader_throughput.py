@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import tensorflow as tf
 
-from mirnet_pipeline.tasks.data.shards import make_dataset, read_manifest
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: this checkout's code
+from benchmarks import record  # noqa: E402
+from mirnet_pipeline.tasks.data.shards import make_dataset, read_manifest  # noqa: E402
 
 
 def baseline_dataset(pairs: pd.DataFrame, crop: int, batch: int):
@@ -60,6 +63,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--batches", type=int, default=150)
     parser.add_argument("--repeats", type=int, default=3)
+    record.add_option(parser)
     args = parser.parse_args(argv)
 
     split_dir = Path(args.shards) / args.dataset / "train"
@@ -88,6 +92,7 @@ def main(argv=None) -> dict:
         f"crops/s: {result['ratio']:.1f}x (best of {args.repeats}, {result['cpus']} CPUs)"
     )
     print(json.dumps(result))
+    record.record(args.record, result)
     return result
 
 

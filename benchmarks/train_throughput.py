@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # run as a script: this checkout's code
+from benchmarks import record  # noqa: E402
 
 # The research's settings and what they reached on an RTX 4080: steps per
 # epoch, seconds per epoch and what one step trains on.
@@ -208,6 +209,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=20, help="timed steps (calls when inferring)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    record.add_option(parser)
     args = parser.parse_args(argv)
     for name in ("batch", "steps"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
@@ -258,6 +260,7 @@ def main(argv=None) -> dict:
     print(line, flush=True)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
+    record.record(args.record, result)
     return result
 
 

@@ -15,7 +15,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT = {"mirnet_pipeline", "tests", *(p.stem for p in (ROOT / "benchmarks").glob("*.py"))}
+PROJECT = {"mirnet_pipeline", "tests", "benchmarks"}
 # the other Keras backends: imported only where KERAS_BACKEND names them
 # (tasks/training/fit.py, benchmarks), installed by whoever chooses them
 OPTIONAL_BACKENDS = {"jax", "torch"}

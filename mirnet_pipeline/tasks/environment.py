@@ -21,6 +21,8 @@ DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     # quieter TensorFlow start-up
     "TF_CPP_MIN_LOG_LEVEL": "2",
+    # MkDocs' notice about its successor, printed at every docs build
+    "NO_MKDOCS_2_WARNING": "1",
 }
 
 

@@ -134,8 +134,8 @@ def ready(plan: Plan, done: set[str], started: set[str]) -> list[str]:
 def threads_for(stage: str) -> dict[str, str]:
     """TensorFlow threads for a stage. Trainings run side by side almost all the
     time, so each gets its share of the cores: two trainings of one thread each
-    beat two of two threads fighting over 2 cores (tiny MIRNet-v2 beside tiny
-    MIRNet: 33 s instead of 47 s). Settings made by the user win."""
+    beat two of two threads fighting over the same cores. Settings made by the
+    user win."""
     if not stage.startswith(TRAINING):
         return {}
     share = str(max(1, (os.cpu_count() or 1) // JOBS))

@@ -11,9 +11,8 @@ import functools
 def tune_for_this_machine() -> int:
     """Turn Grappler's graph rewrites off when there is no GPU; returns the GPU count.
 
-    On GPUs the rewrites pay off; on CPUs they cost more than they save for
-    these deep graphs (tiny MIRNet on 2 cores: first training epoch 33 s ->
-    19 s, later epochs 3.9 s -> 2.0 s; see README)."""
+    On GPUs the rewrites pay off; on CPUs they cost more time than they save
+    for these deep graphs."""
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -30,8 +29,8 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
     """Let glibc keep at most ``arenas`` malloc arenas in this process (for
     threads started from now on): the batch job's I/O threads each allocate
     and free full-size image buffers, and with an arena per thread freed
-    memory stays with the thread that freed it (12 photos of 4 MP: peak 2.03
-    -> 1.88 GB, benchmarks/enhance_memory.py --images 12). Returns whether it
+    memory stays with the thread that freed it, and the process's peak memory
+    grows (``benchmarks/enhance_memory.py`` measures it). Returns whether it
     took effect (only on glibc)."""
     try:
         return bool(ctypes.CDLL(None).mallopt(M_ARENA_MAX, arenas))

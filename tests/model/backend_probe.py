@@ -80,7 +80,7 @@ def check(folder: Path) -> dict:
         keras.utils.set_random_seed(index)
         loss = get_loss("mse+perceptual", weight=0.1, layers=["block1_conv2", "block2_conv2"], weights="random")
         # XLA for JAX (its only way); TensorFlow eagerly: tracing these graphs costs it
-        # 20-40 s a model, the training flow test covers its graph mode
+        # tens of seconds a model; the training flow test covers its graph mode
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, jit_compile=backend == "jax",
                       run_eagerly=backend == "tensorflow")
         before = [w.copy() for w in model.get_weights()]

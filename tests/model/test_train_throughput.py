@@ -61,11 +61,8 @@ def test_inference_rate_whole_and_tiled(tmp_path):
 
 
 def test_the_research_figures_sit_beside_the_research_models_only():
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        import train_throughput as bench_module
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
+    from benchmarks import train_throughput as bench_module
+
     mirnet = bench_module.research_rate("mirnet", dict(num_rrg=3, num_mrb=2, channels=64), (128, 128))
     assert mirnet["research_crops_per_second"] == pytest.approx(90 * 4 / 32.5)  # about 11 crops/s
     assert bench_module.research_rate("cnn128", dict(channels=128), (384, 512))["research_crops_per_second"] == (

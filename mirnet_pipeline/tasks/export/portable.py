@@ -13,12 +13,9 @@ unchanged; only the traced graph differs.
 The same block also traces nearest-neighbour ``UpSampling2D`` (MIRNet's
 up-sampling) as one image resize with the same output. Keras writes it as two
 ``repeat`` calls, which converters turn into Tile/Reshape chains: in the
-exported demo MIRNet they were the largest cost after the convolutions (ONNX
-Runtime 18 % of the model's time, OpenVINO int8 12 % plus the transposes and
-reorders around them; ``benchmarks/operator_profile.py``). As one
-Resize/Interpolate node, the profiled OpenVINO models ran at 3.7 img/s instead
-of 2.5 (float32) and at 9.4 to 10 img/s instead of 3.9 (int8) on a 2-core
-machine.
+exported demo MIRNet they were the largest cost after the convolutions
+(``benchmarks/operator_profile.py`` shows each operator's share). As one
+Resize/Interpolate node they cost the runtimes far less.
 """
 
 from __future__ import annotations

@@ -93,8 +93,8 @@ class ValidationScores(keras.callbacks.Callback):
     callbacks after it (learning-rate schedule, early stopping, history).
 
     Computed here rather than as compiled metrics: those are traced into the
-    training step too, which costs every training stage seconds (tiny MIRNet
-    on 2 cores: 4-5 s), for training-batch figures nobody reads."""
+    training step too, which costs every training stage seconds of tracing,
+    for training-batch figures nobody reads."""
 
     def __init__(self, batches: list, loss):
         super().__init__()

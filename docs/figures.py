@@ -1,0 +1,262 @@
+"""Render the README's and the docs' figures from what produced them.
+
+    ./pipeline demo                                        # the demo's summary and figure
+    ./pipeline run python benchmarks/...  --record docs/results/NAME.json
+    ./pipeline run python docs/figures.py                  # then review `git diff`
+
+Rewrites the blocks between ``<!-- figures:NAME -->`` and
+``<!-- /figures:NAME -->`` in README.md and docs/*.md:
+
+- ``demo-summary`` (README): the summary the last ``./pipeline demo`` printed
+  (it keeps a copy in ``reports/demo_summary.txt``), and
+  ``docs/before_after.png`` from ``reports/evaluation/before_after.png``;
+- ``model-zoo`` (docs/training.md): size and cost of the research's variants
+  (``profile: research`` of params.yaml), computed as ``flows/model_zoo.py`` does;
+- every other block from the benchmark result of the same name in
+  ``docs/results/`` (``benchmarks/record.py`` writes them: the result, the
+  command, the date and the machine).
+
+``--project DIR`` reads the demo reports of another checkout (a fresh clone
+that ran the demo). ``--check`` writes nothing and exits 1 when a block is
+not what its source gives (the suite runs it for the benchmark and model-zoo
+blocks). Exits 1, naming the file, when a source is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPOSITORY))  # run as a script: this checkout's package
+
+from mirnet_pipeline.tasks import artifacts  # noqa: E402
+from mirnet_pipeline.tasks.config import parse_params, variant_options  # noqa: E402
+
+SUMMARY = artifacts.REPORTS / "demo_summary.txt"
+FIGURE = artifacts.EVALUATION / "before_after.png"
+RESULTS = REPOSITORY / "docs" / "results"
+BLOCK = re.compile(r"(<!-- figures:([\w-]+) -->\n)(.*?)(<!-- /figures:\2 -->)", re.DOTALL)
+
+
+class MissingSource(RuntimeError):
+    pass
+
+
+def blocks(text: str) -> dict[str, str]:
+    return {m.group(2): m.group(3) for m in BLOCK.finditer(text)}
+
+
+def replace_blocks(text: str, render) -> str:
+    """``text`` with each block rendered anew (``render`` gives None: left as it is)."""
+    def rendered(m):
+        body = render(m.group(2))
+        return m.group(0) if body is None else m.group(1) + body.rstrip("\n") + "\n" + m.group(4)
+
+    return BLOCK.sub(rendered, text)
+
+
+def research_model_zoo(params_file: Path) -> str:
+    """The research's variants as a Markdown table."""
+    from mirnet_pipeline.tasks.training.model_zoo import describe_variant
+
+    data = yaml.safe_load(params_file.read_text())
+    params = parse_params({**data, "profile": "research"}, source=str(params_file))
+    settings = params.model_zoo
+    lines = ["| variant | options | parameters | GMACs / megapixel |", "|---|---|---:|---:|"]
+    for name, spec in params.models.items():
+        info = describe_variant(spec.arch, variant_options(spec), settings.height, settings.width)
+        options = ", ".join(f"{k}={v}" for k, v in spec.options.model_dump(exclude_unset=True).items())
+        lines.append(f"| {name} | {spec.arch}: {options} | {info['parameters']:,} | "
+                     f"{info['gmacs_per_megapixel']:,.1f} |")
+    return "\n".join(lines)
+
+
+# --- benchmark results -------------------------------------------------------------
+
+def provenance(entry: dict) -> str:
+    machine = entry["machine"]
+    return (f"*Measured {entry['date']} on {machine['cpu']} ({machine['cores']} cores, "
+            f"{machine['memory_gib']:.0f} GiB), Keras backend {machine['keras_backend']}:*\n"
+            f"`{entry['command']}`")
+
+
+def _ratio(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}x"
+
+
+def enhance_throughput(entry: dict) -> str:
+    r = entry["result"]
+    naive = r["naive_images_per_s"]
+    own = r["own_work_ms_per_image"]
+    lines = [provenance(entry), "",
+             f"{r['model']}, {r['images']} images of 512x384. The batch job's own work (decoding, encoding, "
+             f"the no-reference measures) takes {sum(own.values()):.1f} ms of one core per image ("
+             + ", ".join(f"{k} {v:.1f}" for k, v in own.items()) + ").", "",
+             "| run | images/s | vs naive loop | model alone | bound with the job's own work | "
+             "output vs Keras float32 |",
+             "|---|---:|---:|---:|---:|---|",
+             f"| naive loop (`model.predict` per image) | {naive:.2f} | 1.00x | | | |"]
+    for precision in ("float32", "bfloat16", "float16"):
+        if f"batch_{precision}_images_per_s" not in r:
+            continue
+        alone = _ratio(r["model_only_ratio"]) if precision == "float32" else ""
+        diff = r[f"{precision}_difference"]
+        against = "naive loop" if diff["against"] == "naive" else "float32"
+        lines.append(f"| batch job, Keras {precision} | {r[f'batch_{precision}_images_per_s']:.2f} | "
+                     f"{_ratio(r[f'ratio_{precision}'])} | {alone} | | mean {diff['mean_levels']:.2f} "
+                     f"levels, max {diff['max_levels']:.0f} (vs {against}) |")
+    for key, title in (("onnxruntime_float32", "ONNX Runtime float32"), ("openvino_float32", "OpenVINO float32"),
+                       ("onnxruntime_int8", "ONNX Runtime int8"), ("openvino_int8", "OpenVINO int8")):
+        if key in r:
+            run = r[key]
+            lines.append(f"| batch job, {title} | {run['images_per_s']:.2f} | {_ratio(run['ratio'])} | "
+                         f"{_ratio(run['model_only_ratio'])} | "
+                         f"{_ratio(run['with_own_work_at_most_images_per_s'] / naive)} | mean "
+                         f"{run['mean_levels']:.2f} levels, PSNR {run['psnr_vs_keras_db']:.1f} dB |")
+    if "tiled_peak_gb" in r:
+        whole = (f"over {r['memory_cap_gb']:.0f} GB (stopped there)" if r["whole_capped"]
+                 else f"{r['whole_peak_gb']:.2f} GB")
+        lines += ["", f"One 24-megapixel photo (6000x4000): peak resident memory {r['tiled_peak_gb']:.2f} GB tiled "
+                      f"({r['tiled_seconds']:.0f} s); the naive whole-image call {whole}."]
+    return "\n".join(lines)
+
+
+def photo_memory(entry: dict) -> str:
+    r = entry["result"]
+    whole = (f"went over {r['memory_cap_gb']:.0f} GB and was stopped there" if r["whole_capped"]
+             else f"peaked at {r['whole_peak_gb']:.2f} GB")
+    return (f"{provenance(entry)}\n\nOne 24-megapixel photo (6000x4000) through {r['model']}: peak resident "
+            f"memory {r['tiled_peak_gb']:.2f} GB in tiles ({r['tiled_seconds']:.0f} s); the naive whole-image "
+            f"call {whole}.")
+
+
+CONVOLUTIONS = {"Conv", "FusedConv", "QLinearConv", "Convolution"}
+
+
+def operator_profile(entry: dict) -> str:
+    r = entry["result"]
+    images, conv_flops = r["images"], r["conv_gflop_per_image"] * 1e9 * r["images"]
+    lines = [provenance(entry), "",
+             f"{r['model']}, {images} images of 512x384, batch {r['batch']}: "
+             f"{r['conv_gflop_per_image']:.1f} GFLOP of convolutions per image. Each runtime's operators, "
+             "by share of its profiled time (those above 3 %):", "",
+             "| runtime | images/s profiled | operator | ms per image | share | convolution rate |",
+             "|---|---:|---|---:|---:|---:|"]
+    for key in ("onnxruntime_float32", "onnxruntime_int8", "openvino_float32", "openvino_int8"):
+        profile = r[key]
+        total = sum(profile["seconds"].values())
+        rows = [(op, s) for op, s in sorted(profile["seconds"].items(), key=lambda kv: -kv[1]) if s / total >= 0.03]
+        for i, (op, seconds) in enumerate(rows):
+            rate = f"{conv_flops / seconds / 1e9:,.0f} GFLOP/s" if op in CONVOLUTIONS else ""
+            head = (f"{key.replace('_', ' ')} | {images / profile['wall_s']:.2f}" if i == 0 else " | ")
+            lines.append(f"| {head} | {op} | {1000 * seconds / images:.2f} | {seconds / total:.0%} | {rate} |")
+    return "\n".join(lines)
+
+
+def enhance_memory(entry: dict) -> str:
+    r = entry["result"]
+    return (f"{provenance(entry)}\n\n{r['ok']} of {r['images']} photos of 4 MP ({r['input_mb']:.0f} MB of JPEG) "
+            f"in one chunk at the default settings: peak resident memory **{r['peak_gb']:.2f} GB** "
+            f"({r['seconds']:.0f} s).")
+
+
+def train_throughput(entry: dict) -> str:
+    r = entry["result"]
+    memory = r["peak_bytes"] if r.get("peak_bytes") is not None else r["host_peak_rss_bytes"]
+    where = "peak accelerator memory" if r.get("peak_bytes") is not None else "host peak RSS"
+    line = (f"{provenance(entry)}\n\n`{r['preset']}` {r['options']} in {r['precision']} on {r['device']} "
+            f"({r['backend']}), batch {r['batch']} of {r['size'][0]}x{r['size'][1]}: "
+            f"{r['crops_per_second']:.2f} crops/s, {r['step_ms'] / 1000:.1f} s a step, {where} "
+            f"{memory / 2**30:.1f} GiB")
+    if "research_crops_per_second" in r:
+        line += (f"; the research's RTX 4080: {r['research_crops_per_second']:.1f} crops/s "
+                 f"({r['ratio_to_research']:.1%} of it)")
+    return line + "."
+
+
+def reader_throughput(entry: dict) -> str:
+    lines = [provenance(entry), "", "| dataset | shard reader | decoding files | ratio |", "|---|---:|---:|---:|"]
+    r = entry["result"]
+    lines.append(f"| {r['dataset']}, {r['crop_size']}x{r['crop_size']} crops, batch {r['batch']} | "
+                 f"{r['shards_crops_per_s']:,.0f} crops/s | {r['baseline_crops_per_s']:,.0f} crops/s | "
+                 f"{r['ratio']:.1f}x |")
+    return "\n".join(lines)
+
+
+RENDERERS = {"enhance_throughput": enhance_throughput, "operator_profile": operator_profile,
+             "enhance_memory": enhance_memory, "train_throughput": train_throughput,
+             "reader_throughput": reader_throughput}
+
+
+def benchmark_block(name: str) -> str:
+    """The block ``name`` from ``docs/results/<name>.json``, rendered as its benchmark's result."""
+    file = RESULTS / f"{name}.json"
+    if not file.is_file():
+        raise MissingSource(f"{file}: not found; run the benchmark with --record {file.relative_to(REPOSITORY)}")
+    entry = json.loads(file.read_text())
+    if name.endswith("24mp-memory"):
+        return photo_memory(entry)
+    return RENDERERS[entry["result"].get("benchmark") or name.split("-")[0]](entry)
+
+
+def render(name: str, project: Path) -> str | None:
+    """Block ``name`` from its source; None for the demo's summary where the demo has not run."""
+    if name == "demo-summary":
+        summary = project / SUMMARY
+        if not summary.is_file():
+            print(f"figures: {summary}: not found (run ./pipeline demo there); the demo's summary and picture "
+                  "stay as they are", file=sys.stderr)
+            return None
+        return "```\n" + summary.read_text().rstrip("\n") + "\n```"
+    if name == "model-zoo":
+        return research_model_zoo(REPOSITORY / "params.yaml")
+    return benchmark_block(name)
+
+
+def documents() -> list[Path]:
+    return [REPOSITORY / "README.md", *sorted((REPOSITORY / "docs").glob("*.md"))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--project", type=Path, default=REPOSITORY,
+                        help="the checkout whose demo reports to read (default: this one)")
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 when a block other than the demo's differs from its source")
+    args = parser.parse_args(argv)
+    stale = []
+    try:
+        for document in documents():
+            text = document.read_text()
+            if args.check:
+                for name, body in blocks(text).items():
+                    if name != "demo-summary" and body.rstrip("\n") != render(name, args.project).rstrip("\n"):
+                        stale.append(f"{document.relative_to(REPOSITORY)}: {name}")
+                continue
+            new = replace_blocks(text, lambda name: render(name, args.project))
+            if new != text:
+                document.write_text(new)
+                print(f"updated {document.relative_to(REPOSITORY)}")
+    except MissingSource as exc:
+        print(f"figures: {exc}", file=sys.stderr)
+        return 1
+    if args.check:
+        for line in stale:
+            print(f"figures: out of date: {line} (run python docs/figures.py)", file=sys.stderr)
+        return 1 if stale else 0
+    figure = args.project / FIGURE
+    if figure.is_file():
+        shutil.copyfile(figure, REPOSITORY / "docs" / "before_after.png")
+        print("updated docs/before_after.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
