@@ -11,11 +11,24 @@ command.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
 
 from mirnet_pipeline.tasks.errors import UsageError
+
+
+class HelpWithDefaults(argparse.RawDescriptionHelpFormatter):
+    """``--help`` shows each option's default, where it has one and its help
+    does not already say it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (action.option_strings and action.default not in (None, False, "", [], argparse.SUPPRESS)
+                and "default" not in text):
+            text += " (default: %(default)s)"
+        return text
 
 
 def usage_error(prog: str, exc: UsageError) -> int:

@@ -26,7 +26,7 @@ import os
 import sys
 from pathlib import Path
 
-from mirnet_pipeline.flows.commands import check_registered, tracking_uri, usage_error
+from mirnet_pipeline.flows.commands import HelpWithDefaults, check_registered, tracking_uri, usage_error
 from mirnet_pipeline.tasks.batch.claim import own_folder
 from mirnet_pipeline.tasks.batch.images import IMAGE_FORMATS
 from mirnet_pipeline.tasks.batch.job import CHUNK_WORKERS, PRECISION_NAMES, EnhanceJob, check_locations, preflight
@@ -40,8 +40,9 @@ NOT_JOB_FIELDS = ("chunk_workers", "dask_address", "include", "tracking_uri")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog=PROG, description="Enhance every image under a folder or S3 prefix into "
+                                "another, with a metrics Parquet of one row per image.",
+                                formatter_class=HelpWithDefaults)
     p.add_argument("source", help="folder or s3://bucket/prefix of the images")
     p.add_argument("destination", help="folder or s3://bucket/prefix for the enhanced images")
     p.add_argument("--model", required=True, help="models:/<name>@<alias>, models:/<name>/<version>, a .keras file "
@@ -51,26 +52,28 @@ def parser() -> argparse.ArgumentParser:
                         "run when a runtime is named)")
     p.add_argument("--tracking-uri", help="the MLflow registry of models:/ URIs (default: MLFLOW_TRACKING_URI, "
                                           "else the project's store)")
-    p.add_argument("--include", action="append", default=None, help="glob of keys to take (repeatable)")
+    p.add_argument("--include", action="append", default=None,
+                   help="glob of keys to take, in any case (repeatable; default: every image extension)")
     p.add_argument("--exclude", action="append", default=[], help="glob of keys to leave out (repeatable)")
-    p.add_argument("--format", dest="output_format", choices=list(IMAGE_FORMATS), type=str.upper)
+    p.add_argument("--format", dest="output_format", choices=list(IMAGE_FORMATS), type=str.upper,
+                   help="output format (default: the format each input's extension names)")
     p.add_argument("--suffix", default=JOB["suffix"], help="added to each output name before the extension")
     p.add_argument("--reference", help="folder or s3:// prefix of ground truth with the same keys")
     p.add_argument("--endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000")
-    p.add_argument("--region")
-    p.add_argument("--max-pixels", type=int, default=JOB["max_pixels"])
-    p.add_argument("--tile", type=int, default=JOB["tile"])
-    p.add_argument("--overlap", type=int, default=JOB["overlap"])
+    p.add_argument("--region", help="S3 region (default: the AWS configuration's)")
+    p.add_argument("--max-pixels", type=int, default=JOB["max_pixels"], help="larger images are refused unread")
+    p.add_argument("--tile", type=int, default=JOB["tile"], help="larger images go through the model in tiles")
+    p.add_argument("--overlap", type=int, default=JOB["overlap"], help="pixels of overlap between tiles")
     p.add_argument("--batch-size", type=int, default=JOB["batch_size"], help="whole images of one size per model call")
     p.add_argument("--tile-batch-size", type=int, default=JOB["tile_batch_size"], help="tiles per model call")
-    p.add_argument("--chunk-size", type=int, default=JOB["chunk_size"])
+    p.add_argument("--chunk-size", type=int, default=JOB["chunk_size"], help="images per chunk (one Prefect task)")
     p.add_argument("--precision", choices=list(PRECISION_NAMES), default=JOB["precision"],
                    help="compute precision: bfloat16 (recent x86 CPUs) or float16 (GPUs) is faster and "
                         "changes the output slightly")
     p.add_argument("--workers", type=int, default=JOB["workers"], help="I/O threads per chunk")
     p.add_argument("--chunk-workers", type=int, default=CHUNK_WORKERS, help="chunks in parallel (threads)")
-    p.add_argument("--metrics", help="where the metrics Parquet goes")
-    p.add_argument("--state-dir", help="where resume state goes")
+    p.add_argument("--metrics", help="where the metrics Parquet goes (default: DESTINATION/metrics.parquet)")
+    p.add_argument("--state-dir", help="where the resume ledger goes (default: DESTINATION/.enhance)")
     p.add_argument("--dask-address", help="run chunks on this Dask scheduler")
     return p
 

@@ -27,7 +27,7 @@ import os
 import sys
 from pathlib import Path
 
-from mirnet_pipeline.flows.commands import check_registered, tracking_uri, usage_error
+from mirnet_pipeline.flows.commands import HelpWithDefaults, check_registered, tracking_uri, usage_error
 from mirnet_pipeline.tasks.credentials import check_no_credentials
 from mirnet_pipeline.tasks.errors import UsageError
 from mirnet_pipeline.tasks.export.formats import EXPORT_FORMATS, check_formats
@@ -37,8 +37,9 @@ PROG = "mirnet-export"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog=PROG, description="A trained model as a TensorFlow SavedModel, an ONNX model "
+                                "and an OpenVINO IR, each verified against the Keras model.",
+                                formatter_class=HelpWithDefaults)
     p.add_argument("model", help="a .keras file, models:/<name>@<alias> or models:/<name>/<version>")
     p.add_argument("destination", help="folder for the exports and export.json")
     p.add_argument("--format", dest="formats", action="append", choices=list(EXPORT_FORMATS),
