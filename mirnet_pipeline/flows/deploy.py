@@ -56,10 +56,10 @@ def register(root=PROJECT_ROOT) -> list:
     (a local folder: no image, no remote storage). Returns the deployment ids."""
     settings = load_params().retrain
     source = str(root)
-    pooled = retrain.from_source(source, "flows/retrain.py:retrain").deploy(
+    pooled = retrain.from_source(source, "mirnet_pipeline/flows/retrain.py:retrain").deploy(
         name=REGISTERED, work_pool_name=settings.work_pool, cron=settings.cron, concurrency_limit=1,
         description=DESCRIPTION, tags=["retrain"], build=False, push=False, print_next_steps=False)
-    gpu = train.from_source(source, "flows/train.py:train").deploy(
+    gpu = train.from_source(source, "mirnet_pipeline/flows/train.py:train").deploy(
         name=GPU_TRAIN, work_pool_name=settings.gpu_work_pool, description="Train one variant on a GPU worker.",
         tags=["train", "gpu"], build=False, push=False, print_next_steps=False)
     return [pooled, gpu]
