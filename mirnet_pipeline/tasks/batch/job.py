@@ -22,6 +22,11 @@ its name is known before the image is read.
 Keys are text in the metrics and ledger: a name that is not valid UTF-8 (a
 local file system allows any bytes) is written with its undecodable bytes as
 ``\\xNN`` and backslashes doubled (``key_text``), a reversible escape.
+
+The job touches only what it owns: a local destination's temporaries live in
+its ``.enhance/tmp`` (``claim``), nothing is written through a link
+(``stores``), one job holds a destination at a time (``claim``), and a signal
+or a full disk stops it with everything done written (``stopping``).
 """
 
 from __future__ import annotations
@@ -127,7 +132,7 @@ class EnhanceJob:
                 raise JobInputError(f"{name}: must be at least 1, got {getattr(self, name)}")
         if not 0 <= 2 * self.overlap < self.tile:
             raise JobInputError(f"overlap: must be at least 0 and less than half the tile ({self.tile}), "
-                             f"got {self.overlap}")
+                                f"got {self.overlap}")
 
     def state_uri(self) -> str:
         """Where the resume ledger lives: with the destination (``.enhance``
