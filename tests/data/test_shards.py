@@ -153,3 +153,26 @@ def test_whole_images_keep_their_shape_under_augmentation(pairs, tmp_path):
     ds = make_dataset(tmp_path / "full", batch_size=3, training=True, seed=0)
     for x, y in ds.take(10):
         assert x.shape == y.shape == (3, 40, 52, 3)
+
+
+READ_TRAINING = """
+import sys
+from mirnet_pipeline.tasks.data.shards import make_dataset
+for x, y in make_dataset(sys.argv[1], batch_size=4, training=True, seed=0, shuffle_buffer=16).take(10):
+    pass
+"""
+
+
+def test_the_training_reader_reads_without_tensorflow_error_lines(pairs, tmp_path):
+    """Its flips and rotations run on float32: TensorFlow's oneDNN kernels log
+    an error line for uint8 ones on CPUs without AVX-512 (and fall back)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    write_shards(pairs, tmp_path / "train", split="train", crop_size=16, crops_per_pair=2, progress=False)
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", READ_TRAINING, str(tmp_path / "train")], cwd=root,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not [line for line in done.stderr.splitlines() if line.startswith(("E0000", "W0000"))], done.stderr
