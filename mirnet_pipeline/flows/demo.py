@@ -114,7 +114,7 @@ def main(argv: list[str]) -> int:
     metrics_file = artifacts.EVALUATION / "metrics.json"
     if metrics_file.exists():
         summary = summary_text(json.loads(metrics_file.read_text()), time.monotonic() - started)
-        atomic_write_text(SUMMARY_FILE, summary + "\n")  # docs/readme_figures.py puts it in the README
+        atomic_write_text(SUMMARY_FILE, summary + "\n")  # docs/figures.py puts it in the README
         print("\n" + summary)
     return 0
 

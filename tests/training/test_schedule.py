@@ -134,7 +134,7 @@ def test_a_scheduled_run_completes_and_promotes_the_candidate(served):
 
 
 def test_the_registered_deployment_runs_on_a_worker_started_anywhere(served, tmp_path):
-    """The README's worker route on a copy of the repository (the tiny
+    """The docs' worker route on a copy of the repository (the tiny
     project's params and stores beside the code): `python -m mirnet_pipeline.flows.deploy
     register` there, then `prefect worker start --pool default` in another
     directory runs the retrain flow in the repository and promotes. The served
@@ -144,9 +144,10 @@ def test_the_registered_deployment_runs_on_a_worker_started_anywhere(served, tmp
     repository = tmp_path / "repository"
     repository.mkdir()
     build_tiny_project(repository)
-    for part in ("flows", "tasks", "model"):
-        shutil.copytree(ROOT / part, repository / part, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "mirnet_pipeline.py", repository)
+    shutil.copytree(ROOT / "mirnet_pipeline", repository / "mirnet_pipeline",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for part in ("flows", "tasks", "model"):  # the links a checkout has
+        (repository / part).symlink_to(f"mirnet_pipeline/{part}")
     shutil.copy(ROOT / "prefect.yaml", repository)
     mlflow.set_tracking_uri(f"sqlite:///{repository / 'mlflow.db'}")
     client = MlflowClient()

@@ -12,7 +12,7 @@ opened, with its path in the message.
 ONNX Runtime and OpenVINO run a batch as concurrent single-image requests
 (``streams``: by default one per core, at most four, sharing the cores
 between them) rather than one request whose operators are split across all
-cores. On the 2-core machine of the README this is how they are fastest: an
+cores. On a few cores this is how they are fastest (docs/performance.md): an
 image's operators on one core each need no synchronising between cores, and a
 core taken for a moment by the batch job's decoding or encoding slows one
 request instead of stalling every operator of the only one.
