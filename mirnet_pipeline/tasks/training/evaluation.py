@@ -320,7 +320,7 @@ def per_type_figure(per_type: pd.DataFrame, path: Path, split: str = "validation
     rows = per_type[per_type.split == split]
     datasets = [d for d in sorted(rows.dataset.unique()) if rows[rows.dataset == d].distortion.nunique() > 1]
     fig, axes = plt.subplots(len(datasets) or 1, 1, figsize=(10, 4 * max(1, len(datasets))), squeeze=False)
-    for ax, dataset in zip(axes[:, 0], datasets, strict=True):
+    for ax, dataset in zip(axes[:, 0], datasets, strict=False):  # one empty panel when no dataset has types
         for variant, group in rows[rows.dataset == dataset].groupby("variant", sort=True):
             group = group.sort_values("distortion")
             ax.plot(group.distortion, group.psnr_gain, "o-", markersize=3, label=variant)
