@@ -401,10 +401,10 @@ def test_dvc_repro_is_trustworthy_after_the_demo(demo):
     subprocess.run(["git", "checkout", "params.yaml"], cwd=clone, check=True)
 
     # editing a module re-runs the stages that import it, and only those
-    with open(clone / "tasks/training/evaluation.py", "a") as handle:
+    with open(clone / "mirnet_pipeline/tasks/training/evaluation.py", "a") as handle:
         handle.write("\n# edited\n")
     assert changed() == {"evaluate"}
-    subprocess.run(["git", "checkout", "tasks/training/evaluation.py"], cwd=clone, check=True)
+    subprocess.run(["git", "checkout", "mirnet_pipeline/tasks/training/evaluation.py"], cwd=clone, check=True)
 
     # a new crop size invalidates the shards only, and re-running them leaves the rest alone
     edit(lambda p: p["profiles"]["demo"]["shards"].update(crop_size=48))
