@@ -47,7 +47,9 @@ def machine() -> dict:
 
 
 def command(argv: list[str]) -> str:
-    """The command as the docs show it: the script and its arguments, without ``--record``."""
+    """The command as the docs show it: the script and its arguments, without
+    ``--record``, run by ``./pipeline run python`` in the project's environment
+    (else by ``python3``), with the Keras backend where it is not TensorFlow."""
     kept, skip = [], False
     for arg in argv:
         if skip:
@@ -61,7 +63,10 @@ def command(argv: list[str]) -> str:
         script = script.relative_to(RESULTS.parents[1])
     except ValueError:
         pass
-    return shlex.join(["./pipeline", "run", "python", str(script), *kept])
+    project = Path(sys.prefix).resolve() == (RESULTS.parents[1] / ".venv").resolve()
+    words = shlex.join([*(["./pipeline", "run", "python"] if project else ["python3"]), str(script), *kept])
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    return words if backend == "tensorflow" else f"KERAS_BACKEND={backend} {words}"
 
 
 def record(path: Path | None, result: dict, argv: list[str] | None = None) -> None:

@@ -18,12 +18,19 @@ reaches (MACs from ``model.complexity``).
     ./pipeline run python benchmarks/train_throughput.py --preset mirnet --mode infer --size 400x600 --batch 8
     ./pipeline run python benchmarks/train_throughput.py --preset mirnet --mode infer --size 4000x6000 --tiled
 
+Several of these may share one accelerator: with ``--exclusive FILE`` each
+compiles and runs its first step freely, then holds an exclusive lock on FILE
+for the rest of its warm-up and its timed steps, so timings never overlap
+(``benchmarks/accelerator.py`` runs the whole set that way).
+
 Prints a human line and, with ``--json FILE``, writes the figures there.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import resource
 import sys
@@ -129,6 +136,20 @@ def batches(args, height: int, width: int):
         yield inputs, targets
 
 
+@contextlib.contextmanager
+def exclusive(path: Path | None):
+    """Hold an exclusive lock on ``path`` (nothing when it is None)."""
+    if path is None:
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def train(args, model, height: int, width: int) -> dict:
     import keras
 
@@ -140,19 +161,21 @@ def train(args, model, height: int, width: int) -> dict:
                   jit_compile=args.xla if backend != "torch" else False)
     data = batches(args, height, width)
     started = time.perf_counter()
-    for _ in range(args.warmup):
-        synchronize(model.train_on_batch(*next(data)))
-    warmup_seconds = time.perf_counter() - started
+    synchronize(model.train_on_batch(*next(data)))  # compiles
+    first_step = time.perf_counter() - started
     times = []
-    for _ in range(args.steps):
-        x, y = next(data)
-        step = time.perf_counter()
-        synchronize(model.train_on_batch(x, y))
-        times.append(time.perf_counter() - step)
+    with exclusive(args.exclusive):
+        for _ in range(args.warmup - 1):
+            synchronize(model.train_on_batch(*next(data)))
+        for _ in range(args.steps):
+            x, y = next(data)
+            step = time.perf_counter()
+            synchronize(model.train_on_batch(x, y))
+            times.append(time.perf_counter() - step)
     seconds = sum(times)
     crops = args.batch * args.steps
     return {"crops_per_second": crops / seconds, "step_ms": 1000 * seconds / args.steps,
-            "median_step_ms": 1000 * sorted(times)[len(times) // 2], "warmup_seconds": warmup_seconds,
+            "median_step_ms": 1000 * sorted(times)[len(times) // 2], "first_step_seconds": first_step,
             "crop": [int(x.shape[1]), int(x.shape[2])]}
 
 
@@ -177,16 +200,21 @@ def infer_rate(args, model, height: int, width: int, gmacs_per_megapixel: float)
 
         pixels = args.batch * height * width
     started = time.perf_counter()
-    for _ in range(args.warmup):
-        run()
-    warmup_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    for _ in range(args.steps):
-        run()
-    seconds = (time.perf_counter() - started) / args.steps
+    run()  # compiles
+    first_step = time.perf_counter() - started
+    with exclusive(args.exclusive):
+        for _ in range(args.warmup - 1):
+            run()
+        times = []
+        for _ in range(args.steps):
+            started = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - started)
+    seconds = sum(times) / args.steps
     megapixels = pixels / 1e6
     return {"megapixels_per_second": megapixels / seconds, "seconds_per_call": seconds,
-            "warmup_seconds": warmup_seconds, "megapixels_per_call": megapixels,
+            "median_seconds_per_call": sorted(times)[len(times) // 2],
+            "first_step_seconds": first_step, "megapixels_per_call": megapixels,
             "tera_macs_per_second": gmacs_per_megapixel * megapixels / seconds / 1e3}
 
 
@@ -207,11 +235,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--overlap", type=int, default=32)
     parser.add_argument("--shards", type=Path, help="train on this shard set (needs TensorFlow for tf.data)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps (calls when inferring)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first, the first compiles (at least 1)")
+    parser.add_argument("--exclusive", type=Path, metavar="FILE",
+                        help="after the first step, hold an exclusive lock on FILE while warming up and timing")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     record.add_option(parser)
     args = parser.parse_args(argv)
-    for name in ("batch", "steps"):
+    for name in ("batch", "steps", "warmup"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
 
