@@ -58,8 +58,11 @@ def plan(backends: list[str]) -> list[tuple[str, str, list[str]]]:
                   ["--preset", "mirnet", "--precision", "bfloat16", *PHOTO, "--batch", "1"]),
                  (f"{backend}-photo-tiled-float32", backend,
                   ["--preset", "mirnet", *PHOTO, "--tiled", "--batch", "16"]),
-                 (f"{backend}-mirnet-bfloat16-b256", backend,
-                  ["--preset", "mirnet", "--precision", "bfloat16", "--batch", "256", "--steps", "5"])]
+                 (f"{backend}-photo-tiled1024-bfloat16", backend,
+                  ["--preset", "mirnet", "--precision", "bfloat16", *PHOTO, "--tiled", "--tile", "1024",
+                   "--batch", "4"]),
+                 (f"{backend}-mirnet-bfloat16-b128", backend,
+                  ["--preset", "mirnet", "--precision", "bfloat16", "--batch", "128", "--steps", "5"])]
     return runs
 
 
@@ -139,7 +142,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--backends", default="jax", help="Keras backends, comma-separated, the first in full")
     parser.add_argument("--budget", type=float, default=480, help="seconds for the whole set")
     parser.add_argument("--parallel", type=int, default=6, help="runs at once (they compile side by side)")
-    parser.add_argument("--only", help="run only the runs whose name contains this")
+    parser.add_argument("--only", help="run only these runs (names, comma-separated; part of a name will do)")
     parser.add_argument("--extra", default="", help="arguments added to every run's (a small model for a try-out)")
     parser.add_argument("--logs", type=Path, help="keep each run's log and JSON in this folder")
     parser.add_argument("--matmul", type=int, default=8192, help="size of the matrices that measure the peak")
@@ -153,7 +156,7 @@ def main(argv=None) -> dict:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     extra = shlex.split(args.extra)
     runs = [(name, backend, arguments + extra) for name, backend, arguments in plan(backends)
-            if not args.only or args.only in name]
+            if not args.only or any(part in name for part in args.only.split(","))]
     folder = args.logs or Path(tempfile.mkdtemp(prefix="accelerator-"))
     folder.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max(1, args.parallel)) as pool:

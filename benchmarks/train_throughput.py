@@ -266,7 +266,9 @@ def main(argv=None) -> dict:
     if args.mode == "train":
         result.update(train(args, model, height, width))
     else:
-        result.update(infer_rate(args, model, height, width, gmacs))
+        result.update(infer_rate(args, model, height, width, gmacs), tiled=args.tiled)
+        if args.tiled:
+            result.update(tile=args.tile, overlap=args.overlap)
     result.update(accelerator())
     result["host_peak_rss_bytes"] = host_peak_rss()
     research = research_rate(args.preset, options, (height, width))

@@ -190,7 +190,75 @@ def reader_throughput(entry: dict) -> str:
     return "\n".join(lines)
 
 
-RENDERERS = {"enhance_throughput": enhance_throughput, "operator_profile": operator_profile,
+def _failure(run: dict) -> str:
+    """A left-out or failed run's outcome, with the error its log ends on."""
+    errors = [line.strip() for line in run.get("log_tail", "").splitlines()
+              if "Error" in line or "RESOURCE_EXHAUSTED" in line]
+    reason = errors[-1].split("[", 1)[0].strip() if errors else ""
+    return f"{run['outcome']}" + (f": `{reason}`" if reason else "")
+
+
+def _memory(result: dict) -> str:
+    """Peak accelerator memory, or the host's peak resident memory on a CPU."""
+    if result.get("peak_bytes") is not None:
+        return f"{result['peak_bytes'] / 2**30:.1f} GiB"
+    return f"{result['host_peak_rss_bytes'] / 2**30:.1f} GiB (host)"
+
+
+def _tiling(run: dict) -> int | None:
+    """The tile size of an inference run (None: whole images), from its result
+    or, in results recorded before it said so, from its command."""
+    result, words = run["result"], run["command"].split()
+    if "tiled" in result:
+        return result.get("tile")
+    if "--tiled" not in words:
+        return None
+    return int(words[words.index("--tile") + 1]) if "--tile" in words else 512
+
+
+def accelerator(entry: dict) -> str:
+    r = entry["result"]
+    done = [run for run in r["runs"] if run["outcome"] == "ok"]
+    device = done[0]["result"]["device"].split(":", 1)[-1] if done else "the accelerator"
+    backends = sorted({run["result"]["backend"] for run in done})
+    peak = r["ceiling"].get("bf16_matmul_tflops")
+    machine = entry["machine"]
+    lines = [f"*Measured {entry['date']} on one {device} (host: {machine['cpu']}, {machine['cores']} cores), "
+             f"Keras backend {' and '.join(backends)}, synthetic data:*", f"`{entry['command']}`", ""]
+    if peak:
+        lines += [f"The chip's bfloat16 matrix product (8192x8192 by 8192x8192, random data) ran at "
+                  f"**{peak:.0f} TFLOP/s** in the same session: the peak that the shares below are of.", ""]
+    training = [run for run in done if run["result"]["mode"] == "train"]
+    if training:
+        lines += ["| run | backend | precision | batch | crops/s (median step) | step | peak memory | "
+                  "vs the research's RTX 4080 |", "|---|---|---|---|---:|---:|---:|---:|"]
+        for run in training:
+            t = run["result"]
+            median_rate = t["batch"] / (t["median_step_ms"] / 1000)
+            research = (f"{median_rate / t['research_crops_per_second']:.1f}x of "
+                        f"{t['research_crops_per_second']:.1f}" if "research_crops_per_second" in t else "")
+            lines.append(f"| `{t['preset']}` | {t['backend']} | {t['precision']} | {t['batch']} of "
+                         f"{t['size'][0]}x{t['size'][1]} | {median_rate:.1f} | {t['median_step_ms']:.0f} ms | "
+                         f"{_memory(t)} | {research} |")
+        lines.append("")
+    inference = [run for run in done if run["result"]["mode"] == "infer"]
+    if inference:
+        lines += ["| photo | backend | precision | how | megapixels/s | seconds a photo | TMAC/s | "
+                  "share of the bf16 peak | peak memory |", "|---|---|---|---|---:|---:|---:|---:|---:|"]
+        for run in inference:
+            t = run["result"]
+            how = f"tiles of {_tiling(run)}, {t['batch']} at a time" if _tiling(run) else "whole"
+            share = f"{2 * t['tera_macs_per_second'] / peak:.1%}" if peak else ""
+            lines.append(f"| {t['size'][0]}x{t['size'][1]} `{t['preset']}` | {t['backend']} | {t['precision']} | "
+                         f"{how} | {t['megapixels_per_second']:.2f} | {t['median_seconds_per_call']:.2f} | "
+                         f"{t['tera_macs_per_second']:.1f} | {share} | {_memory(t)} |")
+        lines.append("")
+    lines += ["Each run's command:", ""] + [f"- {run['name']}: `{run['command']}`" + (
+        "" if run["outcome"] == "ok" else f" — {_failure(run)}") for run in r["runs"]]
+    return "\n".join(lines)
+
+
+RENDERERS = {"accelerator": accelerator, "enhance_throughput": enhance_throughput, "operator_profile": operator_profile,
              "enhance_memory": enhance_memory, "train_throughput": train_throughput,
              "reader_throughput": reader_throughput}
 

@@ -3,10 +3,12 @@ synthetic batches and on shards), infers, and reports figures that add up."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -70,3 +72,43 @@ def test_the_research_figures_sit_beside_the_research_models_only():
     assert bench_module.research_rate("mirnet", dict(num_rrg=3, num_mrb=2, channels=64), (64, 64)) is None
     assert bench_module.research_rate("mirnet", dict(num_rrg=1, num_mrb=2, channels=64), (128, 128)) is None
     assert bench_module.research_rate("mirnet_v2", {}, (128, 128)) is None
+
+
+def test_the_accelerator_set_records_each_run_and_the_chip_peak(tmp_path):
+    """benchmarks/accelerator.py on a CPU, tiny: two runs side by side, each
+    timed under the shared lock, the matrix-product peak beside them, and the
+    docs' table rendered from the recorded result."""
+    record = tmp_path / "accelerator.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "accelerator.py"), "--backends", "jax",
+                           "--only", "jax-cnn128", "--parallel", "2", "--matmul", "128", "--budget", "400",
+                           "--extra", "--options channels=4,depth=1 --size 16 --batch 2 --steps 2 --warmup 2",
+                           "--logs", str(tmp_path / "logs"), "--record", str(record)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    entry = json.loads(record.read_text())
+    result = entry["result"]
+    assert result["ceiling"]["outcome"] == "ok" and result["ceiling"]["bf16_matmul_tflops"] > 0
+    assert [run["name"] for run in result["runs"]] == ["jax-cnn128-float32", "jax-cnn128-bfloat16"]
+    for run, precision in zip(result["runs"], ["float32", "bfloat16"], strict=True):
+        assert run["outcome"] == "ok", run.get("log_tail")
+        figures = run["result"]
+        assert figures["precision"] == precision and figures["backend"] == "jax" and figures["batch"] == 2
+        assert figures["crops_per_second"] == pytest.approx(2 / (figures["step_ms"] / 1000), rel=1e-6)
+        assert run["command"].startswith("KERAS_BACKEND=jax python3 benchmarks/train_throughput.py --preset cnn128")
+    assert (tmp_path / "logs" / "timing.lock").is_file()
+
+    spec = importlib.util.spec_from_file_location("docs_figures", ROOT / "docs" / "figures.py")
+    docs_figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(docs_figures)
+    table = docs_figures.accelerator(entry)
+    assert "| `cnn128` | jax | bfloat16 | 2 of 16x16 |" in table
+    assert f"{result['ceiling']['bf16_matmul_tflops']:.0f} TFLOP/s" in table
+
+
+def test_a_run_past_the_budget_is_listed_as_not_run(tmp_path):
+    from benchmarks import accelerator
+
+    entry = accelerator.run_one("jax-cnn128-float32", "jax", ["--preset", "cnn128"], tmp_path,
+                                deadline=time.monotonic() + 5)
+    assert entry["outcome"] == "not run: the budget was spent" and "result" not in entry
+    assert entry["command"] == "KERAS_BACKEND=jax python3 benchmarks/train_throughput.py --preset cnn128"
