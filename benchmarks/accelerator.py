@@ -9,7 +9,7 @@ compile side by side and time one at a time (``train_throughput.py
 --exclusive``). Runs still waiting when the budget is spent are left out,
 and one still running then is stopped; each is listed with its outcome.
 
-    python3 benchmarks/accelerator.py --budget 480 --record docs/results/accelerator.json
+    python3 benchmarks/accelerator.py --backends jax,torch --record docs/results/accelerator-h200.json
 
 Meant for a machine with an accelerator and Keras with the JAX (or PyTorch)
 backend; it needs neither TensorFlow nor the project's environment.
