@@ -226,7 +226,8 @@ def accelerator(entry: dict) -> str:
     lines = [f"*Measured {entry['date']} on one {device} (host: {machine['cpu']}, {machine['cores']} cores), "
              f"Keras backend {' and '.join(backends)}, synthetic data:*", f"`{entry['command']}`", ""]
     if peak:
-        lines += [f"The chip's bfloat16 matrix product (8192x8192 by 8192x8192, random data) ran at "
+        size = r["ceiling"]["size"]
+        lines += [f"The chip's bfloat16 matrix product ({size}x{size} by {size}x{size}, random data) ran at "
                   f"**{peak:.0f} TFLOP/s** in the same session: the peak that the shares below are of.", ""]
     training = [run for run in done if run["result"]["mode"] == "train"]
     if training:
@@ -250,7 +251,7 @@ def accelerator(entry: dict) -> str:
             how = f"tiles of {_tiling(run)}, {t['batch']} at a time" if _tiling(run) else "whole"
             share = f"{2 * t['tera_macs_per_second'] / peak:.1%}" if peak else ""
             lines.append(f"| {t['size'][0]}x{t['size'][1]} `{t['preset']}` | {t['backend']} | {t['precision']} | "
-                         f"{how} | {t['megapixels_per_second']:.2f} | {t['median_seconds_per_call']:.2f} | "
+                         f"{how} | {t['megapixels_per_second']:.2f} | {t['seconds_per_call']:.2f} | "
                          f"{t['tera_macs_per_second']:.1f} | {share} | {_memory(t)} |")
         lines.append("")
     lines += ["Each run's command:", ""] + [f"- {run['name']}: `{run['command']}`" + (
