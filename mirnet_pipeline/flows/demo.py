@@ -54,11 +54,20 @@ def summary_text(metrics: dict, seconds: float) -> str:
         f"  {artifacts.COMPARISON}   every variant against doing nothing, per distortion type",
         f"  {artifacts.EVALUATION / 'before_after.png'}   input, output and target side by side",
         f"  {artifacts.REPORTS}/<variant>/   per variant: training curves (curves.png), samples (grid.png)",
+        f"  {enhanced_report()}   the enhance stage's report: before/after pictures, flagged images",
         "  ./pipeline run mlflow ui --backend-store-uri sqlite:///mlflow.db   runs, metrics, models",
         "  ./pipeline run dvc metrics show   the same figures through DVC",
         "  ./pipeline run mirnet-enhance PHOTOS OUT --model models:/mirnet@champion   your own photos",
     ]
     return "\n".join(lines)
+
+
+def enhanced_report() -> str:
+    """The report the enhance stage leaves in its destination (params.yaml's ``enhance.destination``)."""
+    from mirnet_pipeline.tasks.batch.report import REPORT
+    from mirnet_pipeline.tasks.config import load_params
+
+    return f"{load_params().enhance.destination.rstrip('/')}/{REPORT}"
 
 
 def promote_candidates(params) -> list[str]:

@@ -16,9 +16,12 @@ from __future__ import annotations
 import collections
 import sys
 import threading
+import time
+from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.states import Failed
 from tqdm.auto import tqdm
 
 from mirnet_pipeline.flows import prefect_api
@@ -32,6 +35,7 @@ from mirnet_pipeline.tasks.batch.job import (
     key_text,
     ledger,
     listing,
+    metrics_table,
     new_run_id,
     plan,
     process_chunk,
@@ -39,6 +43,7 @@ from mirnet_pipeline.tasks.batch.job import (
     summarize,
     write_metrics,
 )
+from mirnet_pipeline.tasks.batch.report import write_report
 from mirnet_pipeline.tasks.batch.stopping import stoppable
 
 
@@ -85,6 +90,7 @@ def task_runner(dask_address: str | None, workers: int):
 @flow(name="enhance", task_runner=task_runner(None, CHUNK_WORKERS))
 def enhance_folder(job: EnhanceJob) -> dict:
     check_locations(job)  # before the claim writes its lock in the destination
+    started = time.monotonic()
     run_id = new_run_id()
     logger = get_run_logger()
     with stoppable(run_id) as stop, claim_destination(job, on_lost=stop.request):
@@ -114,33 +120,87 @@ def enhance_folder(job: EnhanceJob) -> dict:
                     with lock:  # chunks elsewhere (Dask) count when they return
                         bar.update(max(0, len(chunk_rows) - counted[i]))
                         counted[i] = len(chunk_rows)
-        metrics = written_metrics(job, rows)
-    summary = {"keys": keys, **summarize(rows), **metrics, "ledger_set_aside": set_aside}
+        table = metrics_table(job, rows)
+        summary = {"keys": keys, **summarize(rows), "flagged": int((table["flags"].fillna("") != "").sum()),
+                   "wall_seconds": time.monotonic() - started}
+        summary.update(written_metrics(job, table))
+        summary.update(written_report(job, table, summary))
+    summary["ledger_set_aside"] = set_aside
     failures = [{"key": r["key"], "error": r["error"]} for r in rows if r["status"] == "error"]
-    create_table_artifact([summary], key="enhance-summary", description=f"{job.source} -> {job.destination}")
+    create_markdown_artifact(summary_markdown(job, summary), key="enhance-summary",
+                             description=f"{job.source} -> {job.destination}")
     if failures:
-        create_table_artifact(failures, key="enhance-failures", description="Images that failed")
+        create_table_artifact(failures[:1000], key="enhance-failures", description="Images that failed")
     summary["failures"] = failures
-    logger.info(summary)
+    logger.info(summary_line(summary))
+    # an expected ending (stopped, some images failed) is one line in the log and a Failed
+    # state whose exception the caller gets, not a traceback
+    ended = None
     if stop.requested:
-        raise JobStopped(f"stopped: {stop.reason}; {len(rows)} of {keys} images done and in the metrics "
-                         "(run the same job again to go on)", summary, stop.exit_status)
-    if failures:  # the run ends Failed, as the command's exit status says; everything else is written
-        raise ImagesFailed(f"{len(failures)} of {summary['images']} images failed (see the enhance-failures "
-                           "artifact and the metrics Parquet)", summary)
+        ended = JobStopped(f"stopped: {stop.reason}; {len(rows)} of {keys} images done and in the metrics "
+                           "(run the same job again to go on)", summary, stop.exit_status)
+    elif failures:  # the run ends Failed, as the command's exit status says; everything else is written
+        ended = ImagesFailed(f"{len(failures)} of {summary['images']} images failed (see the enhance-failures "
+                             "artifact, the report and the metrics Parquet)", summary)
+    if ended is not None:
+        logger.error(str(ended))
+        return Failed(message=str(ended), data=ended)
     return summary
 
 
-def written_metrics(job: EnhanceJob, rows: list[dict]) -> dict:
+def summary_line(summary: dict) -> str:
+    """The run in one log line."""
+    rate = summary["ok"] / summary["wall_seconds"] if summary["wall_seconds"] else 0.0
+    return (f"{summary['images']} images: {summary['ok']} enhanced, {summary['skipped']} skipped, "
+            f"{summary['error']} failed, {summary['flagged']} flagged; {summary['wall_seconds']:.1f} s "
+            f"({rate:.2f} images/s); report: {summary.get('report') or summary.get('report_error')}")
+
+
+def summary_markdown(job: EnhanceJob, summary: dict) -> str:
+    """The enhance-summary artifact: the figures, rounded, and links to the report and the metrics."""
+    rate = summary["ok"] / summary["wall_seconds"] if summary["wall_seconds"] else 0.0
+
+    def link(uri: str | None) -> str:
+        if not uri:
+            return "not written"
+        return f"[{uri}]({uri})" if uri.startswith("s3://") else f"[{uri}](file://{Path(uri).resolve()})"
+
+    lines = [f"## {job.source} → {job.destination}", "",
+             "| | |", "|---|---|",
+             f"| images | {summary['images']:,} |", f"| enhanced | {summary['ok']:,} |",
+             f"| skipped (done before) | {summary['skipped']:,} |", f"| failed | {summary['error']:,} |",
+             f"| flagged | {summary['flagged']:,} |", f"| wall time | {summary['wall_seconds']:.1f} s |",
+             f"| images per second | {rate:.2f} |", f"| megapixels enhanced | {summary['megapixels']:.1f} |",
+             f"| model | `{job.model}` ({job.runtime or 'its own runtime'}, {job.precision}) |", "",
+             f"**Report:** {link(summary.get('report'))}  ", f"**Metrics:** {link(summary.get('metrics'))}"]
+    for key in ("report_error", "metrics_error"):
+        if summary.get(key):
+            lines.append(f"\n{summary[key]}")
+    if summary.get("ledger_set_aside"):
+        lines.append("\nDamaged ledger parts set aside: " + "; ".join(summary["ledger_set_aside"]))
+    return "\n".join(lines)
+
+
+def written_metrics(job: EnhanceJob, table) -> dict:
     """``{"metrics": where}`` once the metrics Parquet is written, or
     ``{"metrics": None, "metrics_error": why}`` where it could not be (a full
     or read-only destination)."""
     try:
-        return {"metrics": write_metrics(job, rows)}
+        return {"metrics": write_metrics(job, table)}
     except OSError as exc:
         where = job.metrics or f"{job.destination.rstrip('/')}/metrics.parquet"
         return {"metrics": None, "metrics_error": f"the metrics could not be written to {where} "
                                                   f"({exc.strerror or exc})"}
+
+
+def written_report(job: EnhanceJob, table, summary: dict) -> dict:
+    """``{"report": where}``, or ``{"report": None, "report_error": why}``:
+    a report that cannot be written (a full disk) does not undo the run."""
+    try:
+        return {"report": write_report(job, table, summary)}
+    except OSError as exc:
+        return {"report": None, "report_error": f"the report could not be written to "
+                                                f"{job.destination.rstrip('/')}/report.html ({exc.strerror or exc})"}
 
 
 def run(job: EnhanceJob, dask_address: str | None = None, chunk_workers: int = CHUNK_WORKERS) -> int:

@@ -69,6 +69,14 @@ def _healthy(url: str) -> bool:
         return False
 
 
+# Prefect server services (prefect.settings.models.server.services): only the
+# task run recorder runs in the server the pipeline starts for itself
+SERVER_SERVICES = {f"PREFECT_SERVER_SERVICES_{name.upper()}_ENABLED": "true" if name == "task_run_recorder" else "false"
+                   for name in ("cancellation_cleanup", "db_vacuum", "event_persister", "event_logger", "foreman",
+                                "late_runs", "scheduler", "pause_expirations", "repossessor", "cleanup_reconciler",
+                                "task_run_recorder", "triggers")}
+
+
 @contextlib.contextmanager
 def prefect_server(log_file: str | os.PathLike, timeout: float = 180.0):
     """Yield the API URL of a Prefect server on 127.0.0.1, started here unless
@@ -82,10 +90,12 @@ def prefect_server(log_file: str | os.PathLike, timeout: float = 180.0):
     log_file = Path(log_file)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log:
-        # --no-services: only the API the flows report to; no scheduler or
-        # other loops competing with the pipeline for the CPU
+        # the API the flows report to and the one service that records their task
+        # runs (the UI's Task Runs tab); no scheduler or other loops competing
+        # with the pipeline for the CPU
         server = start_child([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                              "--port", str(port), "--no-services"], stdout=log, stderr=subprocess.STDOUT)
+                              "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
+                             env={**os.environ, **SERVER_SERVICES})
     try:
         deadline = time.monotonic() + timeout
         while not _healthy(url):

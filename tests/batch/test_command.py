@@ -106,7 +106,9 @@ def test_pipeline_run_runs_in_the_callers_directory(tmp_path):
 
 def test_failed_images_fail_the_flow_run_as_they_fail_the_command(tmp_path, model_file, prefect_server):
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
     from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.logging.handlers import APILogWorker
 
     from tests.batch.samples import photo
 
@@ -120,6 +122,14 @@ def test_failed_images_fail_the_flow_run_as_they_fail_the_command(tmp_path, mode
         newest = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
     assert newest.state.is_failed(), newest.state
     assert "1 of 2 images failed" in newest.state.message
+    # an expected outcome: one line in the run's log, no traceback
+    APILogWorker.drain_all(timeout=30)
+    with get_client(sync_client=True) as client:
+        logs = [log.message for log in client.read_logs(log_filter=LogFilter(
+            flow_run_id=LogFilterFlowRunId(any_=[newest.id])))]
+    assert [m for m in logs if m.startswith("1 of 2 images failed")] == [
+        "1 of 2 images failed (see the enhance-failures artifact, the report and the metrics Parquet)"], logs
+    assert not [m for m in logs if "Traceback" in m], logs
 
 
 def test_a_chunk_reports_progress_per_image(tmp_path, model_file):

@@ -148,10 +148,14 @@ def test_the_metrics_rows_of_enhanced_images_are_filled_in(corpus_run):
 
 def test_a_second_run_skips_everything_and_changes_nothing(corpus_run):
     _, destination, job, summary, _ = corpus_run
-    before = {p: p.read_bytes() for p in destination.rglob("*") if p.is_file() and p.suffix != ".parquet"}
+    def outputs():  # the metrics and the report are written again: they describe the new run
+        return {p: p.read_bytes() for p in destination.rglob("*")
+                if p.is_file() and p.suffix != ".parquet" and p.name != "report.html"}
+
+    before = outputs()
     again = run(job)
     assert again["skipped"] == summary["ok"] and again["ok"] == 0 and again["error"] == 4
-    after = {p: p.read_bytes() for p in destination.rglob("*") if p.is_file() and p.suffix != ".parquet"}
+    after = outputs()
     assert before == after
     table = pd.read_parquet(destination / "metrics.parquet")
     assert len(table) == len(corpus()) and table.key.is_unique
@@ -186,7 +190,9 @@ def test_s3_to_s3_with_an_escaping_key(s3_bucket, tmp_path, model_file, prefect_
     summary = run(job)
     assert summary["ok"] == 2 and summary["error"] == 1
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
-    assert {"enhanced/a.png", "enhanced/deep/b.jpg", "enhanced/metrics.parquet"} <= keys
+    assert {"enhanced/a.png", "enhanced/deep/b.jpg", "enhanced/metrics.parquet", "enhanced/report.html"} <= keys
+    page = client.get_object(Bucket=bucket, Key="enhanced/report.html")["Body"].read().decode()
+    assert '<span data-count="ok">2</span>' in page and "data:image/jpeg;base64," in page  # pairs read from S3
     assert not any(k.startswith("evil") or k == "enhanced/../evil.png" for k in keys - {"photos/../evil.png"})
     table = pd.read_parquet(io.BytesIO(client.get_object(Bucket=bucket, Key="enhanced/metrics.parquet")["Body"].read()))
     assert "unsafe key" in table.set_index("key").loc["../evil.png", "error"]
@@ -258,7 +264,7 @@ def test_a_killed_batch_resumes_without_losing_or_duplicating(tmp_path, model_fi
     assert table.set_index("key").status.to_dict() == {
         f"img{i:02d}.png": "skipped" if i < 4 else "ok" for i in range(12)}
     outputs = sorted(p.name for p in destination.iterdir() if p.is_file())
-    assert outputs == sorted([f"img{i:02d}.png" for i in range(12)] + ["metrics.parquet"])
+    assert outputs == sorted([f"img{i:02d}.png" for i in range(12)] + ["metrics.parquet", "report.html"])
     assert not [p for p in destination.rglob("*.tmp")]
 
 

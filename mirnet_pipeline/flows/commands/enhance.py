@@ -28,8 +28,16 @@ from pathlib import Path
 
 from mirnet_pipeline.flows.commands import HelpWithDefaults, check_registered, tracking_uri, usage_error
 from mirnet_pipeline.tasks.batch.claim import own_folder
+from mirnet_pipeline.tasks.batch.flags import FlagThresholds
 from mirnet_pipeline.tasks.batch.images import IMAGE_FORMATS
-from mirnet_pipeline.tasks.batch.job import CHUNK_WORKERS, PRECISION_NAMES, EnhanceJob, check_locations, preflight
+from mirnet_pipeline.tasks.batch.job import (
+    CHUNK_WORKERS,
+    PRECISION_NAMES,
+    EnhanceJob,
+    JobInputError,
+    check_locations,
+    preflight,
+)
 from mirnet_pipeline.tasks.credentials import check_no_credentials
 from mirnet_pipeline.tasks.errors import UsageError
 from mirnet_pipeline.tasks.export.runtimes import RUNTIMES
@@ -75,6 +83,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", help="where the metrics Parquet goes (default: DESTINATION/metrics.parquet)")
     p.add_argument("--state-dir", help="where the resume ledger goes (default: DESTINATION/.enhance)")
     p.add_argument("--dask-address", help="run chunks on this Dask scheduler")
+    p.add_argument("--flag", dest="flag_thresholds", action="append", default=[], metavar="NAME=VALUE",
+                   help="when an image is flagged as standing out (repeatable): z (modified z-score), colour_cast, "
+                        "brightness, contrast, sharpness, slow; see the docs' batch page for the defaults")
     return p
 
 
@@ -85,6 +96,10 @@ def parse(argv: list[str]) -> tuple[EnhanceJob, argparse.Namespace]:
         check_no_credentials(f"--{name.replace('_', '-')}", getattr(args, name))
     fields = {k: v for k, v in vars(args).items() if k not in NOT_JOB_FIELDS}
     fields["exclude"] = tuple(args.exclude)
+    try:
+        fields["flag_thresholds"] = FlagThresholds.parse(args.flag_thresholds)
+    except ValueError as exc:
+        raise JobInputError(str(exc)) from None
     if args.include:
         fields["include"] = tuple(args.include)
     return EnhanceJob(**fields), args

@@ -331,17 +331,21 @@ def luminance(rgb: np.ndarray) -> np.ndarray:
 
 
 def no_reference(rgb: np.ndarray) -> dict[str, float]:
-    """Mean luminance, RMS contrast, colourfulness (Hasler and Suesstrunk 2003)
+    """Mean luminance, RMS contrast, colourfulness (Hasler and Suesstrunk 2003),
+    colour cast (how far the mean colour is from grey: the length of the mean
+    of Hasler and Suesstrunk's opponent channels, 0 for a grey-balanced image)
     and sharpness (variance of the Laplacian of the luminance), on [0, 1] data."""
     from scipy import ndimage
 
     y = luminance(rgb)
     rg = rgb[..., 0] - rgb[..., 1]
     yb = 0.5 * (rgb[..., 0] + rgb[..., 1]) - rgb[..., 2]
-    colourfulness = float(np.sqrt(rg.std() ** 2 + yb.std() ** 2) + 0.3 * np.sqrt(rg.mean() ** 2 + yb.mean() ** 2))
+    cast = float(np.hypot(rg.mean(), yb.mean()))
+    colourfulness = float(np.hypot(rg.std(), yb.std()) + 0.3 * cast)
     return {
         "mean_luminance": float(y.mean()),
         "rms_contrast": float(y.std()),
         "colourfulness": colourfulness,
+        "colour_cast": cast,
         "sharpness": float(ndimage.laplace(y.astype(np.float64)).var()),
     }

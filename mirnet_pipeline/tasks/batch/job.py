@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 from mirnet_pipeline.tasks.batch.claim import OWN_FOLDER, staging_folder
+from mirnet_pipeline.tasks.batch.flags import FlagThresholds, flag
 from mirnet_pipeline.tasks.batch.images import (
     EXTENSIONS,
     HEADER_BYTES,
@@ -72,12 +73,12 @@ STATUS_OK, STATUS_SKIPPED, STATUS_ERROR = "ok", "skipped", "error"
 # model.precision.PRECISIONS' names, written out so that checking a job does
 # not import Keras (a test checks that the two agree)
 PRECISION_NAMES = ("float32", "bfloat16", "float16")
-MEASURES = ("mean_luminance", "rms_contrast", "colourfulness", "sharpness")
+MEASURES = ("mean_luminance", "rms_contrast", "colourfulness", "colour_cast", "sharpness")
 COLUMNS = (["key", "status", "error", "output_key", "width", "height", "mode", "bit_depth",
             "bytes_in", "bytes_out", "seconds", "model_uri", "model_version", "precision", "runtime", "model_hash",
             "source_version"]
            + [f"before_{m}" for m in MEASURES] + [f"after_{m}" for m in MEASURES]
-           + ["psnr", "ssim", "mae"])
+           + ["psnr", "ssim", "mae", "flags"])
 
 
 CHUNK_WORKERS = 1  # chunks at a time unless the user says otherwise (each has its own I/O threads)
@@ -114,6 +115,7 @@ class EnhanceJob:
     metrics: str | None = None  # default: <destination>/metrics.parquet
     state_dir: str | None = None  # folder or s3:// prefix of the resume ledger; default: <destination>/.enhance
     lease_seconds: float = 60.0  # an S3 destination's claim lapses this long after its holder's last renewal
+    flag_thresholds: FlagThresholds = FlagThresholds()  # when an image stands out (tasks.batch.flags)
 
     def __post_init__(self):
         for name in ("source", "destination", "model", "reference", "endpoint_url", "metrics", "state_dir"):
@@ -398,7 +400,8 @@ class ChunkProcessor:
                          previous["runtime"]) == (info.version, self.model_version, self.job.precision, self.runtime)
                     and previous.get("model_hash") in (None, self.model_hash))
             if same and self.destination.exists(output_of(self.job, info.key)):
-                rows.append({**previous, "status": STATUS_SKIPPED, "seconds": 0.0})
+                # its measures and the time it took stay: the whole destination is judged on one scale
+                rows.append({**previous, "status": STATUS_SKIPPED})
             else:
                 todo.append(base)
         with ThreadPoolExecutor(self.job.workers) as pool:
@@ -482,7 +485,7 @@ def frame(rows: list[dict]) -> pd.DataFrame:
     table["error"] = [e.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
                       if isinstance(e, str) else e for e in table["error"]]
     for name in ("key", "status", "error", "output_key", "mode", "model_uri", "model_version", "precision",
-                 "runtime", "model_hash", "source_version"):
+                 "runtime", "model_hash", "source_version", "flags"):
         table[name] = table[name].astype("string")
     for name in ("width", "height", "bit_depth", "bytes_in", "bytes_out"):
         table[name] = table[name].astype("Int64")
@@ -586,9 +589,16 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f") + "-" + uuid.uuid4().hex[:6]
 
 
-def write_metrics(job: EnhanceJob, rows: list[dict]) -> str:
-    """The merged metrics Parquet: one row per source key."""
+def metrics_table(job: EnhanceJob, rows: list[dict]) -> pd.DataFrame:
+    """The metrics: one row per source key, in key order, with the ``flags``
+    of the images that stand out in the whole table."""
     table = frame(rows).drop_duplicates("key", keep="last").sort_values("key").reset_index(drop=True)
+    table["flags"] = flag(table, job.flag_thresholds)
+    return table
+
+
+def write_metrics(job: EnhanceJob, table: pd.DataFrame) -> str:
+    """Write the metrics Parquet (``metrics_table``); returns where it went."""
     data = table.to_parquet(index=False)
     if job.metrics:
         if job.metrics.startswith("s3://"):
@@ -606,16 +616,19 @@ def chunks(items: list, size: int) -> list[list]:
 
 
 def summarize(rows: list[dict]) -> dict:
+    """Counts of the rows, and the megapixels and image-seconds of the images enhanced by this run."""
     table = frame(rows)
+    enhanced = table[table.status == STATUS_OK]
     return {
         "images": int(len(table)),
-        "ok": int((table.status == STATUS_OK).sum()),
+        "ok": int(len(enhanced)),
         "skipped": int((table.status == STATUS_SKIPPED).sum()),
         "error": int((table.status == STATUS_ERROR).sum()),
-        "megapixels": float((table.width * table.height).fillna(0).sum() / 1e6),
-        "seconds": float(table.seconds.fillna(0).sum()),
+        "megapixels": float((enhanced.width * enhanced.height).fillna(0).sum() / 1e6),
+        "seconds": float(enhanced.seconds.fillna(0).sum()),
     }
 
 
 __all__ = ["EnhanceJob", "EXTENSIONS", "OverlappingLocations", "check_locations", "chunks", "key_text", "ledger",
-           "listing", "load_job_model", "new_run_id", "plan", "process_chunk", "summarize", "write_metrics"]
+           "listing", "load_job_model", "metrics_table", "new_run_id", "plan", "process_chunk", "summarize",
+           "write_metrics"]
