@@ -110,8 +110,11 @@ def test_outputs_are_where_the_artifacts_module_says(pipeline):
             assert str(artifacts.model_file(variant)) in paths
             assert all(p == str(artifacts.model_file(variant)) or p.startswith(f"{artifacts.variant_reports(variant)}/")
                        for p in paths), paths
+    for name, paths in outs.items():
+        if name.startswith("evaluate@"):
+            assert paths == {str(artifacts.variant_evaluation(name.removeprefix("evaluate@")))}
     assert all(p.startswith(f"{artifacts.EVALUATION}/") or p in (str(artifacts.COMPARISON), str(artifacts.HEADLINE))
-               for p in outs["evaluate"])
+               for p in outs["compare"])
     assert all(p.startswith(f"{artifacts.MODEL_ZOO}/") for p in outs["model_zoo"])
 
 

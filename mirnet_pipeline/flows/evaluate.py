@@ -1,52 +1,49 @@
-"""Flow: evaluate the trained variants on whole images and compare them with
-doing nothing.
+"""Flow: evaluate trained variants on whole images against doing nothing,
+one variant per pipeline stage (``evaluate@<variant>``), so a change to one
+variant re-evaluates that variant only.
 
-    python -m mirnet_pipeline.flows.evaluate               # every variant, then the comparison
-    python -m mirnet_pipeline.flows.evaluate mirnet cnn128 # some variants, then the comparison
+    python -m mirnet_pipeline.flows.evaluate mirnet          # one variant
+    python -m mirnet_pipeline.flows.evaluate mirnet cnn128   # several, one after the other
 
-Writes ``reports/evaluation/images/<variant>.parquet`` (one row per image:
-input and output PSNR, SSIM, MAE and colour cast), ``per_type.csv`` (means
-per variant, dataset, split and distortion type; DVC plots), ``metrics.json``
-(means per variant, dataset and split, with per-type PSNR; DVC metrics),
-``before_after.png`` and ``reports/comparison.md``. Each variant's figures also
-go to MLflow: an evaluation run per variant, linked to its registered model
-version. The work is in ``tasks.training.evaluation``.
+Writes ``reports/evaluation/variants/<variant>/`` (``scores.parquet``: one row
+per image, input and output PSNR, SSIM, MAE and colour cast; ``panels.npz``:
+the before/after images of its rows of the figure) and logs the variant's
+means to MLflow: an evaluation run of its own, linked to its registered model
+version, whose description gains the figures. ``flows/compare.py`` turns every
+variant's evaluation into the comparison. The work is in
+``tasks.training.evaluation``.
 """
 
 from __future__ import annotations
 
 import sys
 
-import pandas as pd
 from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact
 
 from mirnet_pipeline.flows import prefect_api
 from mirnet_pipeline.tasks.config import Params, load_params
 from mirnet_pipeline.tasks.training import evaluation
 
-evaluate_split_task = task(evaluation.evaluate_variants, name="evaluate-split")
-figure_task = task(evaluation.write_figure, name="before-after-figure")
+evaluate_task = task(evaluation.evaluate_variant, name="evaluate-variant")
+write_task = task(evaluation.write_variant_evaluation, name="write-evaluation")
 log_task = task(evaluation.log_evaluation, name="log-evaluation")
 
 
 @flow(name="evaluate")
-def evaluate(variants: list[str] | None = None, params: Params | None = None) -> dict:
+def evaluate(variants: list[str], params: Params | None = None) -> dict:
     params = params or load_params()
-    settings = params.evaluate
-    on = evaluation.datasets_of(params, variants)
-    rows = evaluation.figure_rows(params, variants or list(params.variants))
-    scored = [evaluate_split_task(names, dataset, split, settings.images(dataset), rows)
-              for dataset, names in on.items() for split in settings.splits]
-    per_image = pd.concat([frame for frame, _ in scored], ignore_index=True)
-    results, text = evaluation.write_reports(params, per_image)
-    if rows and "validation" in settings.splits:
-        figure_task(rows, {key: panel for _, found in scored for key, panel in found.items()})
-    log_task(params.mlflow, results)
-    create_markdown_artifact(text, key="variant-comparison", description="All variants against doing nothing")
+    evaluation.datasets_of(params, variants)  # unknown names fail here, before any work
+    results = {}
+    for variant in variants:
+        frame, panels = evaluate_task(params, variant)
+        write_task(variant, frame, panels)
+        results[variant] = evaluation.summarize(frame)[variant]
+        log_task(params, {variant: results[variant]})
     return results
 
 
 if __name__ == "__main__":
+    if not sys.argv[1:]:
+        sys.exit("usage: python -m mirnet_pipeline.flows.evaluate VARIANT [VARIANT ...]")
     with prefect_api():
-        evaluate(sys.argv[1:] or None)
+        evaluate(sys.argv[1:])

@@ -62,5 +62,11 @@ def variant_reports(variant: str) -> Path:
     return REPORTS / variant
 
 
+def variant_evaluation(variant: str) -> Path:
+    """The variant's evaluation (its stage ``evaluate@<variant>``): per-image
+    scores and the before/after panels of its figure rows."""
+    return EVALUATION / "variants" / variant
+
+
 def checkpoints(variant: str) -> Path:
     return CHECKPOINTS / variant

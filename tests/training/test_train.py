@@ -12,6 +12,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -124,6 +125,15 @@ def test_training_logs_everything_and_registers_a_candidate(tiny_project):
     assert int(version.version) == metrics["version"] == 1
     assert version.tags["variant"] == "tiny" and version.tags["git_commit"] == run.data.tags["git_commit"]
     assert version.run_id == run.info.run_id
+    # it describes itself: what it is, its size, its data, its input, its figures; with an input example
+    assert version.description.startswith("**tiny** repairs the 24 distortion types of TID2013")
+    assert f"{metrics['parameters']:,} parameters" in version.description
+    assert f"PSNR {metrics['val_psnr']:.2f} dB" in version.description and "Input: float32 RGB" in version.description
+    assert client.get_registered_model("tiny").description == version.description
+    logged = mlflow.artifacts.download_artifacts("models:/tiny/1", dst_path=str(tiny_project / "logged"))
+    example = mlflow.models.Model.load(logged).load_input_example(logged)
+    assert example.dtype == np.float32 and example.shape[0] == 1 and example.shape[-1] == 3
+    assert 0 <= example.min() < example.max() <= 1  # a real validation crop, not zeros
 
     # MLflow's own loaders, in a fresh interpreter that never imports the project
     images = np.random.default_rng(0).random((2, 37, 45, 3), dtype=np.float32)  # not the training crop's size
@@ -143,6 +153,27 @@ def test_training_logs_everything_and_registers_a_candidate(tiny_project):
     for flavour in ("pyfunc", "keras"):
         served = np.load(tiny_project / "reports" / f"{flavour}.npy")
         assert served.shape == images.shape and np.abs(served - expected).max() < 1e-5, flavour
+
+    # evaluated by its own stage's work, then compared: the figures reach the version's description
+    from mirnet_pipeline.tasks.config import load_params
+    from mirnet_pipeline.tasks.training import evaluation
+
+    params = load_params()
+    frame, panels = evaluation.evaluate_variant(params, "tiny")
+    evaluation.write_variant_evaluation("tiny", frame, panels)
+    read, read_panels = evaluation.read_variant_evaluations(["tiny"])
+    pd.testing.assert_frame_equal(read, frame)
+    assert read_panels.keys() == panels.keys() == {("tid2013", "tiny", 1)}
+    for key, panel in panels.items():
+        assert all(np.array_equal(read_panels[key][name], panel[name]) for name in ("input", "output", "target"))
+    results, _ = evaluation.write_reports(params, read)
+    assert evaluation.write_figure(evaluation.figure_rows(params, ["tiny"]), read_panels).stat().st_size > 1000
+    evaluation.log_evaluation(params, results)
+    means = results["tiny"]["tid2013"]["validation"]
+    assert means["images"] == 4 and means["input_psnr"] == pytest.approx(frame.input_psnr.mean())
+    described = client.get_model_version("tiny", "1").description
+    assert (f"Evaluated on tid2013 validation (4 whole images): PSNR {means['input_psnr']:.2f} dB doing nothing → "
+            f"{means['output_psnr']:.2f} dB") in described
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])

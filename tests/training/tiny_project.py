@@ -19,6 +19,7 @@ PARAMS = {
     "train": {"epochs": 4, "steps_per_epoch": 3, "validation_steps": 1, "batch_size": 2,
               "learning_rate": 1e-3, "grid_images": 2},
     "variants": {"tiny": {"model": "tiny_cnn", "dataset": "tid2013"}},
+    "evaluate": {"splits": ["validation"]},
     "retrain": {"variant": "tiny", "margin_db": 0.1},
 }
 

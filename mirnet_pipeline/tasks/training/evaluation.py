@@ -10,6 +10,7 @@ small evaluation still covers every type.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -19,11 +20,12 @@ from tqdm.auto import tqdm
 
 from mirnet_pipeline.model import infer, psnr, reference_scores
 from mirnet_pipeline.tasks import artifacts
-from mirnet_pipeline.tasks.config import FigureRow, MlflowSettings, Params
+from mirnet_pipeline.tasks.config import FigureRow, Params
 from mirnet_pipeline.tasks.data.distortions import DISTORTION_NAMES
 from mirnet_pipeline.tasks.data.shards import make_dataset, read_metadata
-from mirnet_pipeline.tasks.storage import atomic_directory, atomic_write_bytes, atomic_write_json, atomic_write_text
+from mirnet_pipeline.tasks.storage import atomic_directory, atomic_write_json, atomic_write_text
 from mirnet_pipeline.tasks.training.headline import headline_files
+from mirnet_pipeline.tasks.training.model_card import describe
 
 KEYS = ("psnr", "ssim", "mae")
 CHANNELS = ("r", "g", "b")
@@ -295,6 +297,59 @@ def evaluate_variants(variants: list[str], dataset: str, split: str, max_images:
     return frame.assign(dataset=dataset, split=split), {(dataset, *key): panel for key, panel in panels.items()}
 
 
+def evaluate_variant(params: Params, variant: str) -> tuple[pd.DataFrame, dict]:
+    """``variant`` on every dataset and split it is evaluated on
+    (``evaluate_variants``): its per-image scores and figure panels."""
+    settings = params.evaluate
+    rows = figure_rows(params, [variant])
+    frames, panels = [], {}
+    for dataset in datasets_of(params, [variant]):
+        for split in settings.splits:
+            frame, found = evaluate_variants([variant], dataset, split, settings.images(dataset), rows)
+            frames.append(frame)
+            panels.update(found)
+    return pd.concat(frames, ignore_index=True), panels
+
+
+PANEL_IMAGES = ("input", "output", "target")
+
+
+def write_variant_evaluation(variant: str, frame: pd.DataFrame, panels: dict) -> Path:
+    """``reports/evaluation/variants/<variant>/``: ``scores.parquet`` (one row
+    per image) and ``panels.npz`` (the figure's images, keyed
+    ``<dataset>/<type>/<image>``, with ``records``: their records as JSON),
+    written whole."""
+    target = artifacts.variant_evaluation(variant)
+    arrays, records = {}, {}
+    for (dataset, _, distortion), panel in panels.items():
+        key = f"{dataset}/{distortion}"
+        records[key] = panel["record"]
+        arrays.update({f"{key}/{name}": panel[name] for name in PANEL_IMAGES})
+    with atomic_directory(target) as folder:
+        frame.to_parquet(folder / "scores.parquet", index=False)
+        np.savez_compressed(folder / "panels.npz", records=np.array(json.dumps(records, default=int)), **arrays)
+    return target
+
+
+def read_variant_evaluations(variants: list[str]) -> tuple[pd.DataFrame, dict]:
+    """What ``write_variant_evaluation`` wrote for ``variants``: all their
+    scores in one frame, and their panels keyed (dataset, variant, type)."""
+    missing = [v for v in variants if not (artifacts.variant_evaluation(v) / "scores.parquet").exists()]
+    if missing:
+        raise FileNotFoundError(f"no evaluation of {', '.join(missing)} in {artifacts.EVALUATION / 'variants'}: "
+                                "run their stages first (dvc repro evaluate)")
+    frames, panels = [], {}
+    for variant in variants:
+        folder = artifacts.variant_evaluation(variant)
+        frames.append(pd.read_parquet(folder / "scores.parquet"))
+        with np.load(folder / "panels.npz") as stored:
+            for key, record in json.loads(str(stored["records"])).items():
+                dataset, distortion = key.split("/")
+                panels[(dataset, variant, int(distortion))] = {
+                    "record": record, **{name: stored[f"{key}/{name}"] for name in PANEL_IMAGES}}
+    return pd.concat(frames, ignore_index=True), panels
+
+
 def write_figure(rows: list[FigureRow], panels: dict) -> Path:
     """``before_after.png``: input / output / target rows, in the order of ``rows``."""
     missing = [row for row in rows if (row.dataset, row.variant, row.distortion) not in panels]
@@ -338,11 +393,10 @@ def per_type_figure(per_type: pd.DataFrame, path: Path, split: str = "validation
 
 
 def write_reports(params: Params, per_image: pd.DataFrame) -> tuple[dict, str]:
-    """Per-image scores, ``per_type.csv``, ``metrics.json`` and ``comparison.md``;
-    returns the means ({variant: {dataset: {split: ...}}}) and the comparison text."""
+    """``per_type.csv``, ``metrics.json``, the headline files and
+    ``comparison.md`` from every variant's per-image scores; returns the
+    means ({variant: {dataset: {split: ...}}}) and the comparison text."""
     out = artifacts.EVALUATION
-    for variant, frame in per_image.groupby("variant", sort=False):
-        atomic_write_bytes(out / "images" / f"{variant}.parquet", frame.to_parquet(index=False))
     per_type = aggregate(per_image, ["variant", "dataset", "split", "distortion"])
     atomic_write_text(out / "per_type.csv", per_type.to_csv(index=False, float_format="%.5g"))
     results = summarize(per_image)
@@ -358,32 +412,36 @@ def write_reports(params: Params, per_image: pd.DataFrame) -> tuple[dict, str]:
     return results, text
 
 
-def log_evaluation(settings: MlflowSettings, results: dict) -> dict[str, str]:
+def log_evaluation(params: Params, results: dict) -> dict[str, str]:
     """Each variant's means as ``eval.<dataset>.<split>.<metric>`` metrics of an
     MLflow run of its own (``evaluate <variant>``, tag ``kind=evaluation``),
     linked to the logged model of the variant's registered version, so the
     figures show on that model version; the version's tag ``evaluation_run_id``
-    names the run. Finished training runs are not reopened. Returns the run id
-    per variant."""
+    names the run, and its description (``model_card``) gains the figures.
+    Finished training runs are not reopened. Returns the run id per variant."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
     from mirnet_pipeline.tasks.training import tracking
     from mirnet_pipeline.tasks.training.trained_models import logged_model_id
 
-    tracking.configure(settings)
+    tracking.configure(params.mlflow)
     client = MlflowClient()
     runs = {}
     for variant, per_dataset in results.items():
         trained, version = tracking.training_record(variant)
         metrics = {f"eval.{dataset}.{split}.{k}": float(v) for dataset, splits in per_dataset.items()
                    for split, m in splits.items() for k, v in m.items() if isinstance(v, (int, float))}
-        tags = {"variant": variant, "kind": "evaluation", "training_run_id": trained.get("run_id") or ""}
+        tags = {**tracking.provenance(variant), "kind": "evaluation", "training_run_id": trained.get("run_id") or ""}
         if version is not None:
             tags["registered_model"] = f"{version.name}/{version.version}"
         with mlflow.start_run(run_name=f"evaluate {variant}", tags=tags) as run:
             mlflow.log_metrics(metrics, model_id=None if version is None else logged_model_id(version))
         if version is not None:
             client.set_model_version_tag(version.name, version.version, "evaluation_run_id", run.info.run_id)
+            training = artifacts.variant_reports(variant) / "metrics.json"
+            training = json.loads(training.read_text()) if training.exists() else {}
+            tracking.describe_version(version.name, version.version,
+                                      describe(variant, params, training, per_dataset))
         runs[variant] = run.info.run_id
     return runs

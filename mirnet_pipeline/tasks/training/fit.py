@@ -24,6 +24,7 @@ from mirnet_pipeline.tasks.config import Params, TrainSettings, variant_options
 from mirnet_pipeline.tasks.data.shards import make_dataset, read_manifest
 from mirnet_pipeline.tasks.storage import atomic_file, atomic_write_json, atomic_write_text, file_sha256
 from mirnet_pipeline.tasks.training import tracking
+from mirnet_pipeline.tasks.training.model_card import describe
 from mirnet_pipeline.tasks.tuning import tune_for_this_machine
 
 
@@ -336,6 +337,9 @@ def write_reports(name: str, model, rows: list[dict], metrics: dict, variant, se
         tracking.log_artifact(reports / artifact)
 
 
+EXAMPLE_SIZE = 32  # pixels a side of the input example stored with a registered model (a validation crop)
+
+
 def fit_variant(name: str, params: Params, extra_callbacks=(), log_model: bool = True) -> dict:
     """Train variant ``name``; resume from its checkpoint if a previous run died.
 
@@ -375,7 +379,9 @@ def fit_variant(name: str, params: Params, extra_callbacks=(), log_model: bool =
         write_reports(name, model, rows, metrics, variant, settings)
         registered = None
         if log_model:
-            registered = tracking.log_and_register_model(model, name, model_file, tracking.provenance(name))
+            registered = tracking.log_and_register_model(
+                model, name, model_file, tracking.provenance(name), describe(name, params, metrics),
+                input_example=validation[0][0][:1, :EXAMPLE_SIZE, :EXAMPLE_SIZE])
         atomic_write_json(reports / "mlflow.json", {
             "run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
             "registered_model": name if registered else None, "version": registered,

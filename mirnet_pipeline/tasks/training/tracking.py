@@ -143,9 +143,24 @@ def provenance(variant: str) -> dict[str, str]:
     return tags
 
 
-def log_and_register_model(model, name: str, keras_file: Path, tags: dict[str, str]) -> int:
+class KerasFlavour:
+    """MLflow's Keras flavour (``mlflow.keras.log_model`` is ``Model.log`` with
+    it), its model folder made first: its ``save_model`` writes the input
+    example before it creates the folder (mlflow/mlflow#16183)."""
+
+    @staticmethod
+    def save_model(path, **options):
+        os.makedirs(path, exist_ok=True)
+        mlflow.keras.save_model(path=path, **options)
+
+
+def log_and_register_model(model, name: str, keras_file: Path, tags: dict[str, str], description: str = "",
+                           input_example=None) -> int:
     """Log ``model``, register it as a new version of the registered model
-    ``name`` with ``tags`` and point the alias ``candidate`` at it.
+    ``name`` with ``tags`` and ``description`` (the registered model takes the
+    description too: its newest version's), and point the alias ``candidate``
+    at it. ``input_example``: a small batch of images MLflow stores with the
+    model (and runs it on once, to check that the logged model serves).
 
     The logged model is MLflow's Keras flavour saved as a SavedModel of the
     model wrapped in ``model.AnySize``: ``mlflow.pyfunc.load_model`` and
@@ -172,13 +187,24 @@ def log_and_register_model(model, name: str, keras_file: Path, tags: dict[str, s
     exported = keras.backend.backend() == "tensorflow"
     signature = image_signature(model.input_shape[-1])
     with contextlib.redirect_stdout(io.StringIO()):  # Keras' exporter prints every captured variable
-        info = mlflow.keras.log_model(AnySize(model) if exported else model, name="model", signature=signature,
-                                      save_exported_model=exported, pip_requirements=requirements)
+        info = mlflow.models.Model.log(
+            artifact_path=None, name="model", flavor=KerasFlavour, model=AnySize(model) if exported else model,
+            signature=signature, save_exported_model=exported, pip_requirements=requirements,
+            input_example=input_example)
     client = MlflowClient()
     client.log_model_artifact(info.model_id, str(keras_file))
     version = mlflow.register_model(info.model_uri, name, tags=tags)
+    describe_version(name, version.version, description)
     client.set_registered_model_alias(name, CANDIDATE, version.version)
     return int(version.version)
+
+
+def describe_version(name: str, version: str | int, description: str) -> None:
+    """Set the description of a registry version and of its registered model."""
+    if description:
+        client = MlflowClient()
+        client.update_model_version(name, str(version), description=description)
+        client.update_registered_model(name, description=description)
 
 
 def git_commit(root: Path = Path(".")) -> str:
