@@ -29,6 +29,8 @@ def configure(settings: MlflowSettings) -> str:
     mlflow.set_tracking_uri(uri)
     with store_lock(uri):
         experiment = mlflow.get_experiment_by_name(settings.experiment)
+        if experiment is not None:
+            follow_a_moved_checkout(uri, experiment.artifact_location, settings.artifact_location)
         if experiment is None:
             location = settings.artifact_location
             if "://" not in location:
@@ -39,6 +41,39 @@ def configure(settings: MlflowSettings) -> str:
                 if mlflow.get_experiment_by_name(settings.experiment) is None:
                     raise
         return mlflow.set_experiment(settings.experiment).experiment_id
+
+
+# where a SQLite store records artifact locations (MLflow resolves a relative
+# location to an absolute one when it stores it)
+LOCATION_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                    ("model_versions", "source"), ("model_versions", "storage_location"),
+                    ("logged_models", "artifact_location"))
+
+
+def follow_a_moved_checkout(uri: str, recorded: str, configured: str) -> bool:
+    """Rewrite the artifact locations of a local SQLite store whose checkout
+    was moved or copied: the experiment's recorded location no longer exists,
+    the configured local one (relative to the working directory) does, so
+    every location under the old one is moved under the new one. Returns
+    whether anything was rewritten; a tracking server, a remote artifact
+    store or an unmoved checkout is left as it is."""
+    import sqlite3
+    import urllib.parse
+
+    if not uri.startswith("sqlite:///") or "://" in configured or not recorded.startswith("file://"):
+        return False
+    old, new = Path(urllib.parse.urlparse(recorded).path), Path(configured).resolve()
+    if old == new or old.exists() or not new.is_dir():
+        return False
+    old_uri, new_uri = old.as_uri(), new.as_uri()
+    with contextlib.closing(sqlite3.connect(uri.removeprefix("sqlite:///"))) as db, db:
+        for table, column in LOCATION_COLUMNS:
+            if column in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+                for before, after in ((old_uri, new_uri), (str(old), str(new))):  # URIs and plain paths
+                    db.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                               f"WHERE {column} = ? OR substr({column}, 1, ?) = ?",
+                               (after, len(before) + 1, before, len(before) + 1, before + "/"))
+    return True
 
 
 def store_lock(uri: str):
