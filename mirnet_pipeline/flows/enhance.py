@@ -198,9 +198,10 @@ def written_report(job: EnhanceJob, table, summary: dict) -> dict:
     a report that cannot be written (a full disk) does not undo the run."""
     try:
         return {"report": write_report(job, table, summary)}
-    except OSError as exc:
+    except Exception as exc:  # noqa: BLE001  (a full disk, an S3 error: the outputs and metrics stand)
+        why = getattr(exc, "strerror", None) or f"{type(exc).__name__}: {exc}"
         return {"report": None, "report_error": f"the report could not be written to "
-                                                f"{job.destination.rstrip('/')}/report.html ({exc.strerror or exc})"}
+                                                f"{job.destination.rstrip('/')}/report.html ({why})"}
 
 
 def run(job: EnhanceJob, dask_address: str | None = None, chunk_workers: int = CHUNK_WORKERS) -> int:
