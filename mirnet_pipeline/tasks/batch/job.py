@@ -35,6 +35,7 @@ import collections
 import contextlib
 import functools
 import io
+import json
 import math
 import threading
 import time
@@ -496,38 +497,88 @@ def frame(rows: list[dict]) -> pd.DataFrame:
 
 
 LEDGER_PARTS = "part-*.parquet"
-DAMAGED = "damaged"  # where parts that cannot be read are set aside, under the ledger's folder or prefix
+SNAPSHOTS = "snapshot-*.parquet"
+DAMAGED = "damaged"  # where files that cannot be read are set aside, under the ledger's folder or prefix
+FOLDED = b"ledger_parts"  # the snapshot's Parquet metadata: the parts folded into it (JSON)
+LEDGER_COLUMNS = {"key", "status", "source_version", "model_version"}
+
+
+def _read_ledger_file(store, name: str, job: EnhanceJob, set_aside: list[str]):
+    """(rows, folded part names) of a ledger part or snapshot; None when it
+    cannot be read, after moving it to ``damaged/`` and naming it in ``set_aside``."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(io.BytesIO(store.read(name)))
+        if table.num_rows and not LEDGER_COLUMNS <= set(table.column_names):
+            raise ValueError("not a ledger file: it lacks the key, status and version columns")
+        folded = json.loads((table.schema.metadata or {}).get(FOLDED, b"[]"))
+        return table.to_pandas().to_dict("records"), folded
+    except Exception as exc:  # noqa: BLE001  (Arrow's errors for damaged files are of many kinds)
+        store.move(name, f"{DAMAGED}/{name}")
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        set_aside.append(f"{job.state_uri().rstrip('/')}/{name}: {first[:200]} (moved to {DAMAGED}/)")
+        return None
 
 
 def ledger(job: EnhanceJob) -> tuple[dict, list[str]]:
-    """(key -> the row of its latest success (part names start with the run's
-    time), i.e. what its output holds now; the parts set aside). A part that
-    cannot be read is moved to ``damaged/`` under the ledger and named in the
-    list: what it described is simply done again."""
-    done, set_aside = {}, []
+    """(key -> the row of its latest success, i.e. what its output holds now;
+    the files set aside). The ledger is a snapshot (``snapshot-<generation>``)
+    and the parts chunks wrote since (``part-<run>-<chunk>``); reading it
+    folds those parts into a new snapshot (``compact_ledger``), so a start
+    reads one snapshot and the parts of the runs since the last one, however
+    many runs came before. A file that cannot be read is moved to
+    ``damaged/`` under the ledger and named in the list: what it described
+    is simply done again."""
     store = job.state_store()
     try:
-        parts = sorted(info.key for info in store.list([LEDGER_PARTS]) if "/" not in info.key)
+        names = sorted(info.key for info in store.list([LEDGER_PARTS, SNAPSHOTS]) if "/" not in info.key)
     except FileNotFoundError:  # no ledger yet
-        parts = []
-    for part in parts:
-        try:
-            rows = pd.read_parquet(io.BytesIO(store.read(part))).to_dict("records")
-            if rows and not {"key", "status", "source_version", "model_version"} <= set(rows[0]):
-                raise ValueError("not a ledger part: it lacks the key, status and version columns")
-        except Exception as exc:  # noqa: BLE001  (Arrow's errors for damaged files are of many kinds)
-            store.move(part, f"{DAMAGED}/{part}")
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            set_aside.append(f"{job.state_uri().rstrip('/')}/{part}: {first[:200]} (moved to {DAMAGED}/)")
-            continue
-        for row in rows:
+        names = []
+    snapshots = [n for n in names if n.startswith("snapshot-")]
+    parts = [n for n in names if n.startswith("part-")]
+    done, set_aside, folded = {}, [], set()
+    base = None
+    for snapshot in reversed(snapshots):  # the newest that can be read
+        read = _read_ledger_file(store, snapshot, job, set_aside)
+        if read is not None:
+            base = snapshot
+            rows, folded = read[0], set(read[1])
+            done = {row["key"]: row for row in rows}
+            break
+    fresh = [p for p in parts if p not in folded]  # part names sort by their run's start time
+    for part in fresh:
+        read = _read_ledger_file(store, part, job, set_aside)
+        for row in read[0] if read else []:
             if row["status"] in (STATUS_OK, STATUS_SKIPPED):
                 # parts written before these columns existed
                 row["precision"] = _stored(row, "precision", "float32")
                 row["runtime"] = _stored(row, "runtime", "keras")
                 row["model_hash"] = _stored(row, "model_hash", None)
                 done[row["key"]] = row
+    compact_ledger(store, done, base, fresh, leftovers=[n for n in names if n != base and n not in fresh])
     return done, set_aside
+
+
+def compact_ledger(store, done: dict, base: str | None, fresh: list[str], leftovers: list[str]) -> None:
+    """Fold the ``fresh`` parts into a new snapshot of ``done`` (the next
+    generation after ``base``, naming the parts in its metadata), then delete
+    the parts and older snapshots it replaces. A kill at any moment loses
+    nothing: until the new snapshot is whole the old one and the parts are
+    read; after, the parts it names are skipped and deleted by the next start."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if fresh:
+        generation = int(base.removeprefix("snapshot-").removesuffix(".parquet")) + 1 if base else 1
+        table = pa.Table.from_pandas(frame(list(done.values())), preserve_index=False)
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), FOLDED: json.dumps(fresh).encode()})
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        store.write(f"snapshot-{generation:012d}.parquet", buffer.getvalue())
+        leftovers = [*fresh, *([base] if base else []), *leftovers]
+    for name in sorted(leftovers):  # parts oldest first, then snapshots
+        store.delete(name)
 
 
 class _Rows(list):
@@ -574,9 +625,10 @@ def process_chunk(job: EnhanceJob, infos: list, run_id: str, index: int, done: d
     processor = ChunkProcessor(job)
     progress = PROGRESS.get(run_id)
     rows = list(processor.run(infos, done, on_row=(lambda: progress(index)) if progress else None, stop=stop))
-    if rows:
+    enhanced = [row for row in rows if row["status"] == STATUS_OK]  # the rest are in the ledger or not needed
+    if enhanced:
         try:
-            job.state_store().write(f"part-{run_id}-{index:06d}.parquet", frame(rows).to_parquet(index=False))
+            job.state_store().write(f"part-{run_id}-{index:06d}.parquet", frame(enhanced).to_parquet(index=False))
         except OSError as exc:
             if not destination_fault(exc):
                 raise

@@ -1,6 +1,6 @@
 """Object stores for batch enhancement: a local folder or ``s3://bucket/prefix``
 behind one small interface (list, read, read the first bytes, write whole,
-exists, move). Keys are ``/``-separated paths relative to the root; a key
+exists, move, delete). Keys are ``/``-separated paths relative to the root; a key
 that is absolute or contains ``..`` (with ``/`` or ``\\`` as separator) is
 refused, and so is a local key whose way down from the root passes a symbolic
 link, so nothing is ever written outside the destination. Include and exclude
@@ -123,6 +123,10 @@ class LocalStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self._path(key), target)
 
+    def delete(self, key: str) -> None:
+        """Remove ``key`` (gone already is fine); never through a link."""
+        self._path(key).unlink(missing_ok=True)
+
 
 class S3Store:
     """``s3://bucket/prefix`` through the pipeline's S3 client
@@ -196,6 +200,9 @@ class S3Store:
         self.client.copy_object(Bucket=self.bucket, Key=self._full(check_key(new_key)),
                                 CopySource={"Bucket": self.bucket, "Key": self._full(check_key(key))})
         self.client.delete_object(Bucket=self.bucket, Key=self._full(key))
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._full(check_key(key)))
 
 
 def check_reachable(uri: str, endpoint_url: str | None = None, region: str | None = None) -> None:

@@ -1,0 +1,96 @@
+"""The resume ledger does not grow with runs: a start reads one snapshot and
+the parts written since, folds them into the next snapshot, and a run that
+skips everything writes nothing; a kill at any moment of the folding loses
+nothing."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from mirnet_pipeline.tasks.batch.job import EnhanceJob, ledger, new_run_id, process_chunk
+from mirnet_pipeline.tasks.batch.stores import LocalStore, open_store
+from tests.batch.samples import photo
+
+
+def ledger_files(job) -> list[str]:
+    return sorted(p.name for p in (job.destination_path / ".enhance").glob("*.parquet"))
+
+
+@pytest.fixture
+def job(tmp_path, model_file):
+    source = tmp_path / "in"
+    source.mkdir()
+    for i in range(6):
+        photo(32, 24, seed=i).save(source / f"img{i}.png")
+    job = EnhanceJob(source=str(source), destination=str(tmp_path / "out"), model=model_file)
+    object.__setattr__(job, "destination_path", tmp_path / "out")  # for the helpers here
+    return job
+
+
+def run_chunks(job, infos, chunk: int = 2) -> list[dict]:
+    """One run: the ledger read once, then the chunks (as the flow does)."""
+    done, _ = ledger(job)
+    run_id, rows = new_run_id(), []
+    for index, start in enumerate(range(0, len(infos), chunk)):
+        rows += process_chunk(job, infos[start:start + chunk], run_id, index, done)
+    return rows
+
+
+def test_every_start_reads_one_snapshot_and_the_parts_since_and_a_skipping_run_writes_nothing(job):
+    infos = open_store(job.source).list(EnhanceJob.include, ())
+    for n in (2, 4, 6):  # three runs, each with two new images
+        run_chunks(job, infos[:n])
+        files = ledger_files(job)
+        assert [f for f in files if f.startswith("snapshot-")] == [f"snapshot-{n // 2 - 1:012d}.parquet"] * (n > 2)
+        assert len([f for f in files if f.startswith("part-")]) == 1  # this run's one chunk of news
+    done, set_aside = ledger(job)
+    assert sorted(done) == [f"img{i}.png" for i in range(6)] and set_aside == []
+    assert ledger_files(job) == ["snapshot-000000000003.parquet"]  # folded: one file, whatever came before
+    rows = run_chunks(job, infos)
+    assert [r["status"] for r in rows] == ["skipped"] * 6
+    assert ledger_files(job) == ["snapshot-000000000003.parquet"]  # a run that skips everything writes nothing
+    snapshot = pd.read_parquet(job.destination_path / ".enhance" / "snapshot-000000000003.parquet")
+    assert sorted(snapshot.key) == sorted(done) and (snapshot.status == "ok").all()
+
+
+@pytest.mark.parametrize("killed_after", [0, 1])  # deletions done before the kill
+def test_a_kill_while_folding_loses_nothing(job, monkeypatch, killed_after):
+    infos = open_store(job.source).list(EnhanceJob.include, ())
+    run_chunks(job, infos[:4])  # parts of two chunks, no snapshot yet
+    assert len(ledger_files(job)) == 2
+
+    deleted = []
+    original = LocalStore.delete
+
+    def delete_then_die(self, key):
+        if len(deleted) == killed_after:
+            raise KeyboardInterrupt  # the process dies here
+        deleted.append(key)
+        original(self, key)
+
+    monkeypatch.setattr(LocalStore, "delete", delete_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        ledger(job)
+    monkeypatch.setattr(LocalStore, "delete", original)
+    assert "snapshot-000000000001.parquet" in ledger_files(job)  # written whole before anything was deleted
+    done, set_aside = ledger(job)  # the next start
+    assert sorted(done) == [f"img{i}.png" for i in range(4)] and set_aside == []
+    assert ledger_files(job) == ["snapshot-000000000001.parquet"]  # the leftovers are gone
+    rows = run_chunks(job, infos)
+    assert sorted(r["status"] for r in rows) == ["ok"] * 2 + ["skipped"] * 4
+
+
+def test_a_kill_before_the_snapshot_is_whole_loses_nothing(job, monkeypatch):
+    infos = open_store(job.source).list(EnhanceJob.include, ())
+    run_chunks(job, infos[:4])
+
+    def die(self, key, data, metadata=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(LocalStore, "write", die)
+    with pytest.raises(KeyboardInterrupt):
+        ledger(job)
+    monkeypatch.undo()
+    assert not [p for p in ledger_files(job) if p.startswith("snapshot-")]
+    assert sorted(ledger(job)[0]) == [f"img{i}.png" for i in range(4)]
