@@ -108,18 +108,26 @@ def enhance_folder(job: EnhanceJob) -> dict:
                     counted[index] += 1
                     bar.update(1)
 
+            def collect(i: int, future) -> None:
+                chunk_rows = future.result()
+                rows.extend(chunk_rows)
+                with lock:  # chunks elsewhere (Dask) count when they return
+                    bar.update(max(0, len(chunk_rows) - counted.pop(i, 0)))
+
             with progress_reports(run_id, image_done):
-                futures = []
+                # at most chunks_in_flight chunks submitted and not yet collected: the
+                # task runs in flight (and their keys) do not grow with the bucket
+                in_flight: collections.deque = collections.deque()
                 for i, chunk in enumerate(chunks(infos, job.chunk_size)):
+                    if len(in_flight) >= job.chunks_in_flight:
+                        collect(*in_flight.popleft())
+                    if stop.requested:  # no more chunks once the job is stopping
+                        break
                     texts = [key_text(info.key) for info in chunk]
                     chunk_done = {text: done[text] for text in texts if text in done}
-                    futures.append(enhance_chunk.submit(job, chunk, run_id, i, chunk_done))
-                for i, future in enumerate(futures):
-                    chunk_rows = future.result()
-                    rows.extend(chunk_rows)
-                    with lock:  # chunks elsewhere (Dask) count when they return
-                        bar.update(max(0, len(chunk_rows) - counted[i]))
-                        counted[i] = len(chunk_rows)
+                    in_flight.append((i, enhance_chunk.submit(job, chunk, run_id, i, chunk_done)))
+                while in_flight:
+                    collect(*in_flight.popleft())
         table = metrics_table(job, rows)
         summary = {"keys": keys, **summarize(rows), "flagged": int((table["flags"].fillna("") != "").sum()),
                    "wall_seconds": time.monotonic() - started}

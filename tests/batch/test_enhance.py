@@ -359,3 +359,37 @@ def test_chunks_share_one_model_and_its_lock_and_run_one_at_a_time_by_default(tm
     first, second = ChunkProcessor(job), ChunkProcessor(job)
     assert first.model is second.model and first.lock is second.lock
     assert enhance_folder.task_runner._max_workers == CHUNK_WORKERS == 1
+
+
+def test_the_chunks_in_flight_are_bounded(tmp_path, model_file, prefect_server, monkeypatch):
+    """The flow submits a chunk only when fewer than chunks_in_flight are
+    waiting to be collected: its memory and Prefect's task runs in flight do
+    not grow with the bucket."""
+    import mirnet_pipeline.flows.enhance as module
+
+    source = tmp_path / "in"
+    source.mkdir()
+    for i in range(7):
+        photo(32, 24, seed=i).save(source / f"img{i}.png")
+    outstanding, peak = [0], [0]
+    submit = module.enhance_chunk.submit
+
+    class Counted:
+        def __init__(self, future):
+            self.future = future
+
+        def result(self):
+            rows = self.future.result()
+            outstanding[0] -= 1
+            return rows
+
+    def counted_submit(*args, **kwargs):
+        outstanding[0] += 1
+        peak[0] = max(peak[0], outstanding[0])
+        return Counted(submit(*args, **kwargs))
+
+    monkeypatch.setattr(module.enhance_chunk, "submit", counted_submit)
+    job = EnhanceJob(source=str(source), destination=str(tmp_path / "out"), model=model_file, chunk_size=1,
+                     chunks_in_flight=2)
+    summary = run(job)
+    assert summary["ok"] == 7 and (peak[0], outstanding[0]) == (2, 0)

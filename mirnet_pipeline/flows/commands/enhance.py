@@ -80,6 +80,8 @@ def parser() -> argparse.ArgumentParser:
                         "changes the output slightly")
     p.add_argument("--workers", type=int, default=JOB["workers"], help="I/O threads per chunk")
     p.add_argument("--chunk-workers", type=int, default=CHUNK_WORKERS, help="chunks in parallel (threads)")
+    p.add_argument("--chunks-in-flight", type=int, default=JOB["chunks_in_flight"],
+                   help="chunks submitted and not yet collected (at least the chunk workers or Dask workers)")
     p.add_argument("--metrics", help="where the metrics Parquet goes (default: DESTINATION/metrics.parquet)")
     p.add_argument("--state-dir", help="where the resume ledger goes (default: DESTINATION/.enhance)")
     p.add_argument("--dask-address", help="run chunks on this Dask scheduler")

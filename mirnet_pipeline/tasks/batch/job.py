@@ -108,6 +108,7 @@ class EnhanceJob:
     batch_size: int = 4  # whole images of one size per model call
     tile_batch_size: int = 2  # tiles per model call (bounds memory for large photos)
     chunk_size: int = 200
+    chunks_in_flight: int = 8  # chunks submitted and not yet collected (bounds the flow's memory and task runs)
     workers: int = 4
     precision: str = "float32"  # or bfloat16 / float16: faster where the hardware has it, slightly different output
     # keras, onnxruntime, openvino or tensorflow (a SavedModel); None: the model file's own
@@ -130,7 +131,8 @@ class EnhanceJob:
         if self.output_format is not None and self.output_format.upper() not in IMAGE_FORMATS:
             raise JobInputError(f"output_format: expected one of {', '.join(IMAGE_FORMATS)}, "
                                 f"got {self.output_format!r}")
-        for name in ("max_pixels", "tile", "batch_size", "tile_batch_size", "chunk_size", "workers"):
+        for name in ("max_pixels", "tile", "batch_size", "tile_batch_size", "chunk_size", "chunks_in_flight",
+                     "workers"):
             if getattr(self, name) < 1:
                 raise JobInputError(f"{name}: must be at least 1, got {getattr(self, name)}")
         if not 0 <= 2 * self.overlap < self.tile:
