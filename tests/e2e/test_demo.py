@@ -63,7 +63,7 @@ def test_a_fresh_clone_runs_every_stage_and_stays_clean_for_git(demo):
     variants = list(yaml.safe_load((clone / "params.yaml").read_text())["variants"])
     # the demo runs the stages two at a time and records each with dvc commit
     for stage in ["fetch@tid2013", "fetch@lol", "index", "shards", *[f"train@{v}" for v in variants],
-                  "evaluate", "enhance", "model_zoo"]:
+                  *[f"evaluate@{v}" for v in variants], "compare", "enhance", "model_zoo"]:
         assert f">> {stage} done in" in output, stage
     assert "Data and pipelines are up to date." in output  # the final dvc repro found nothing left
     status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=clone, env=env,
@@ -150,7 +150,7 @@ def test_prefect_recorded_the_task_runs_of_every_stage(demo):
         flows = dict(db.execute("SELECT flow.name, COUNT(task_run.id) FROM flow_run JOIN flow ON flow.id = "
                                 "flow_run.flow_id LEFT JOIN task_run ON task_run.flow_run_id = flow_run.id "
                                 "GROUP BY flow.name").fetchall())
-    assert {"fetch", "index", "train", "evaluate", "enhance", "export"} <= set(flows), flows
+    assert {"fetch", "index", "train", "evaluate", "compare", "enhance", "export"} <= set(flows), flows
     assert all(count > 0 for count in flows.values()), flows
 
 
@@ -432,7 +432,7 @@ def test_dvc_repro_is_trustworthy_after_the_demo(demo):
     # editing a module re-runs the stages that import it, and only those
     with open(clone / "mirnet_pipeline/tasks/training/evaluation.py", "a") as handle:
         handle.write("\n# edited\n")
-    assert changed() == {"evaluate"}
+    assert changed() == {f"evaluate@{v}" for v in variants} | {"compare"}
     subprocess.run(["git", "checkout", "mirnet_pipeline/tasks/training/evaluation.py"], cwd=clone, check=True)
 
     # a new crop size invalidates the shards only, and re-running them leaves the rest alone
