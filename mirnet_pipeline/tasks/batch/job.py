@@ -501,7 +501,7 @@ def frame(rows: list[dict]) -> pd.DataFrame:
 LEDGER_PARTS = "part-*.parquet"
 SNAPSHOTS = "snapshot-*.parquet"
 DAMAGED = "damaged"  # where files that cannot be read are set aside, under the ledger's folder or prefix
-FOLDED = b"ledger_parts"  # the snapshot's Parquet metadata: the parts folded into it (JSON)
+FOLDED = b"ledger_parts"  # the snapshot's Parquet metadata: the parts folded into it, {name: version} (JSON)
 LEDGER_COLUMNS = {"key", "status", "source_version", "model_version"}
 
 
@@ -514,7 +514,7 @@ def _read_ledger_file(store, name: str, job: EnhanceJob, set_aside: list[str]):
         table = pq.read_table(io.BytesIO(store.read(name)))
         if table.num_rows and not LEDGER_COLUMNS <= set(table.column_names):
             raise ValueError("not a ledger file: it lacks the key, status and version columns")
-        folded = json.loads((table.schema.metadata or {}).get(FOLDED, b"[]"))
+        folded = json.loads((table.schema.metadata or {}).get(FOLDED, b"{}"))
         return table.to_pandas().to_dict("records"), folded
     except Exception as exc:  # noqa: BLE001  (Arrow's errors for damaged files are of many kinds)
         store.move(name, f"{DAMAGED}/{name}")
@@ -534,21 +534,23 @@ def ledger(job: EnhanceJob) -> tuple[dict, list[str]]:
     is simply done again."""
     store = job.state_store()
     try:
-        names = sorted(info.key for info in store.list([LEDGER_PARTS, SNAPSHOTS]) if "/" not in info.key)
+        versions = {info.key: info.version for info in store.list([LEDGER_PARTS, SNAPSHOTS]) if "/" not in info.key}
     except FileNotFoundError:  # no ledger yet
-        names = []
+        versions = {}
+    names = sorted(versions)
     snapshots = [n for n in names if n.startswith("snapshot-")]
     parts = [n for n in names if n.startswith("part-")]
-    done, set_aside, folded = {}, [], set()
+    done, set_aside, folded = {}, [], {}
     base = None
     for snapshot in reversed(snapshots):  # the newest that can be read
         read = _read_ledger_file(store, snapshot, job, set_aside)
         if read is not None:
             base = snapshot
-            rows, folded = read[0], set(read[1])
+            rows, folded = read[0], read[1]
             done = {row["key"]: row for row in rows}
             break
-    fresh = [p for p in parts if p not in folded]  # part names sort by their run's start time
+    # part names sort by their run's start time; a part folded already is the same name and version
+    fresh = [p for p in parts if folded.get(p) != versions[p]]
     for part in fresh:
         read = _read_ledger_file(store, part, job, set_aside)
         for row in read[0] if read else []:
@@ -558,12 +560,13 @@ def ledger(job: EnhanceJob) -> tuple[dict, list[str]]:
                 row["runtime"] = _stored(row, "runtime", "keras")
                 row["model_hash"] = _stored(row, "model_hash", None)
                 done[row["key"]] = row
-    compact_ledger(store, done, base, fresh, leftovers=[n for n in names if n != base and n not in fresh])
+    compact_ledger(store, done, base, {p: versions[p] for p in fresh},
+                   leftovers=[n for n in names if n != base and n not in fresh])
     return done, set_aside
 
 
-def compact_ledger(store, done: dict, base: str | None, fresh: list[str], leftovers: list[str]) -> None:
-    """Fold the ``fresh`` parts into a new snapshot of ``done`` (the next
+def compact_ledger(store, done: dict, base: str | None, fresh: dict[str, str], leftovers: list[str]) -> None:
+    """Fold the ``fresh`` parts ({name: version}) into a new snapshot of ``done`` (the next
     generation after ``base``, naming the parts in its metadata), then delete
     the parts and older snapshots it replaces. A kill at any moment loses
     nothing: until the new snapshot is whole the old one and the parts are
