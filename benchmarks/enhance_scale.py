@@ -90,8 +90,14 @@ def task_runs(flow_run_id: str) -> int:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     time.sleep(2)  # the server records task runs from the events it receives
+    runs, page = 0, 200  # the API returns at most 200 a call
     with get_client(sync_client=True) as client:
-        return len(client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))))
+        while True:
+            found = len(client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                                              limit=page, offset=runs))
+            runs += found
+            if found < page:
+                return runs
 
 
 def run_job(source: str, destination: str, model: str, endpoint: str | None) -> dict:

@@ -167,6 +167,26 @@ def enhance_memory(entry: dict) -> str:
             f"({r['seconds']:.0f} s).")
 
 
+def enhance_scale(entry: dict) -> str:
+    lines = [provenance(entry), "",
+             "| store | keys | fresh run | per key | peak RSS | task runs | re-run | per key | peak RSS "
+             "| ledger files read → left |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for run in entry["result"]["runs"]:
+        fresh, again = run["fresh"], run["rerun"]
+        lines.append(f"| {run['store']} | {run['keys']:,} | {fresh['seconds']:.1f} s | "
+                     f"{run['fresh_ms_per_key']:.2f} ms | {fresh['peak_gb']:.2f} GB | {fresh['task_runs']:,} | "
+                     f"{again['seconds']:.1f} s | {run['rerun_ms_per_key']:.2f} ms | {again['peak_gb']:.2f} GB | "
+                     f"{again['ledger_objects_read']} → {again['ledger_objects_after']} |")
+    lines += ["", "Between sizes (each key beyond the smaller size; peak memory of the larger against the smaller):",
+              ""]
+    for g in entry["result"]["growth"]:
+        lines.append(f"- {g['store']}, {g['from']:,} → {g['to']:,} keys: {g['fresh_marginal_ms_per_key']:.2f} ms a "
+                     f"key fresh, {g['rerun_marginal_ms_per_key']:.2f} ms a key re-run; peak memory "
+                     f"x{g['fresh_peak_ratio']:.2f} fresh, x{g['rerun_peak_ratio']:.2f} re-run.")
+    return "\n".join(lines)
+
+
 def train_throughput(entry: dict) -> str:
     r = entry["result"]
     memory = r["peak_bytes"] if r.get("peak_bytes") is not None else r["host_peak_rss_bytes"]
@@ -260,7 +280,7 @@ def accelerator(entry: dict) -> str:
 
 
 RENDERERS = {"accelerator": accelerator, "enhance_throughput": enhance_throughput, "operator_profile": operator_profile,
-             "enhance_memory": enhance_memory, "train_throughput": train_throughput,
+             "enhance_memory": enhance_memory, "enhance_scale": enhance_scale, "train_throughput": train_throughput,
              "reader_throughput": reader_throughput}
 
 

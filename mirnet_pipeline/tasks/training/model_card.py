@@ -44,7 +44,8 @@ def describe(variant: str, params: Params, training: dict, evaluation: dict | No
         f"(profile `{params.profile}`); validated on the {spec.dataset} validation split.",
         f"- {INPUT}",
         f"- Training's last validation: PSNR {training.get('val_psnr', float('nan')):.2f} dB, "
-        f"SSIM {training.get('val_ssim', float('nan')):.4f} (on validation crops).",
+        f"SSIM {training.get('val_ssim', float('nan')):.4f} "
+        f"(on {'validation crops' if spec.input == 'crops' else 'whole validation images'}).",
     ]
     for dataset, splits in (evaluation or {}).items():
         for split, means in splits.items():
