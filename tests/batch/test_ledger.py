@@ -94,3 +94,19 @@ def test_a_kill_before_the_snapshot_is_whole_loses_nothing(job, monkeypatch):
     monkeypatch.undo()
     assert not [p for p in ledger_files(job) if p.startswith("snapshot-")]
     assert sorted(ledger(job)[0]) == [f"img{i}.png" for i in range(4)]
+
+
+def test_a_ledger_that_cannot_be_written_is_still_read(job, monkeypatch):
+    """A full or read-only ledger: the start reads it all and folds nothing (the job then meets the fault itself)."""
+    import errno
+
+    infos = open_store(job.source).list(EnhanceJob.include, ())
+    run_chunks(job, infos[:4])
+    parts = ledger_files(job)
+
+    def full(self, key, data, metadata=None):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(LocalStore, "write", full)
+    assert sorted(ledger(job)[0]) == [f"img{i}.png" for i in range(4)]
+    assert ledger_files(job) == parts

@@ -506,7 +506,7 @@ LEDGER_COLUMNS = {"key", "status", "source_version", "model_version"}
 
 
 def _read_ledger_file(store, name: str, job: EnhanceJob, set_aside: list[str]):
-    """(rows, folded part names) of a ledger part or snapshot; None when it
+    """(rows, the parts folded into it as {name: version}) of a ledger part or snapshot; None when it
     cannot be read, after moving it to ``damaged/`` and naming it in ``set_aside``."""
     import pyarrow.parquet as pq
 
@@ -560,8 +560,11 @@ def ledger(job: EnhanceJob) -> tuple[dict, list[str]]:
                 row["runtime"] = _stored(row, "runtime", "keras")
                 row["model_hash"] = _stored(row, "model_hash", None)
                 done[row["key"]] = row
-    compact_ledger(store, done, base, {p: versions[p] for p in fresh},
-                   leftovers=[n for n in names if n != base and n not in fresh])
+    try:
+        compact_ledger(store, done, base, {p: versions[p] for p in fresh},
+                       leftovers=[n for n in names if n != base and n not in fresh])
+    except OSError:  # a full or read-only ledger: the next start folds them; the job meets the fault itself
+        pass
     return done, set_aside
 
 
