@@ -5,10 +5,12 @@ Work is split into chunks of keys (one Prefect task each). Within a chunk,
 reading and decoding run ahead in a thread pool while the model works, images
 of one size are batched, large images go through in overlapping tiles, and
 encoding and writing run in the pool too. A bad file becomes an ``error`` row
-and the batch goes on. Each chunk's rows land in a Parquet part file after its
-outputs are written; a re-run skips keys whose output exists for the same
-source version and model (``skipped``), so a killed batch resumes without
-duplicates. The parts are merged into one metrics file at the end.
+and the batch goes on. Each chunk's rows of enhanced images land in a Parquet
+part file of the resume ledger after their outputs are written (each start
+folds the parts into one snapshot, ``ledger``); a re-run skips keys whose
+output exists for the same source version and model (``skipped``), so a
+killed batch resumes without duplicates. The rows every chunk returns make
+the metrics file at the end (``metrics_table``, ``write_metrics``).
 
 Nothing is overwritten that the job did not write itself: every output key is
 planned before any work (``plan``), and a key whose output would be another
