@@ -40,18 +40,24 @@ def summary_text(metrics: dict, seconds: float) -> str:
     def optional(value, spec: str) -> str:
         return "" if value is None else format(value, spec)
 
-    lines = [f"Done in {seconds / 60:.1f} min. PSNR on the validation images (dB, data range 1); noise: the gain",
+    lines = [f"Done in {seconds / 60:.1f} min. PSNR on the validation images (dB, data range 1); lead: the",
+             "output's PSNR minus that of the best classical method of its dataset (named); noise: the gain",
              "on TID2013's additive Gaussian noise; cast: the largest mean signed error of a colour channel:", "",
              f"  {'variant':<12} {'dataset':<8} {'images':>6}   {'input -> output':>17}   {'gain':>7}"
-             f"   {'noise':>6}   {'cast':>6}"]
+             f"   {'lead':>7} {'over':<8}   {'noise':>6}   {'cast':>6}"]
+    kind = None
     for r in headline(metrics):
+        if r["kind"] != kind and r["kind"] == "classical":
+            lines += ["", "  classical methods (no training; the settings are in reports/comparison.md):"]
+        kind = r["kind"]
+        lead = "" if r["lead"] is None else f"{r['lead']:+7.2f} {r['classical']:<8}"
         lines.append(f"  {r['variant']:<12} {r['dataset']:<8} {r['images']:>6}   "
-                     f"{r['input_psnr']:>7.2f} -> {r['output_psnr']:>6.2f}   {r['gain']:>+7.2f}"
+                     f"{r['input_psnr']:>7.2f} -> {r['output_psnr']:>6.2f}   {r['gain']:>+7.2f}   {lead:>16}"
                      f"   {optional(r['noise_gain'], '+6.2f'):>6}   {optional(r['cast'], '6.3f'):>6}")
     lines += [
         "",
         "Where to look next:",
-        f"  {artifacts.COMPARISON}   every variant against doing nothing, per distortion type",
+        f"  {artifacts.COMPARISON}   every variant against doing nothing and the classical methods, per type",
         f"  {artifacts.EVALUATION / 'before_after.png'}   input, output and target side by side",
         f"  {artifacts.REPORTS}/<variant>/   per variant: training curves (curves.png), samples (grid.png)",
         f"  {enhanced_report()}   the enhance stage's report: before/after pictures, flagged images",

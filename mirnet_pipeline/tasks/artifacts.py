@@ -33,6 +33,7 @@ CHECKPOINTS = Path("checkpoints")
 REPORTS = Path("reports")
 EVALUATION = REPORTS / "evaluation"
 COMPARISON = REPORTS / "comparison.md"
+CLASSICAL = EVALUATION / "classical"  # the classical methods' evaluation (the stage `classical`)
 HEADLINE = REPORTS / "headline"  # one small metrics file per variant: what `dvc metrics show` shows
 MODEL_ZOO = REPORTS / "model_zoo"
 

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from mirnet_pipeline.tasks.training.classical import METHODS
 from mirnet_pipeline.tasks.training.trained_models import logged_model_id
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -268,8 +269,10 @@ def test_dvc_metrics_fit_a_screen_and_an_experiment_compares_with_the_baseline(d
     dvc = [sys.executable, "-m", "dvc"]
     variants = list(yaml.safe_load((clone / "params.yaml").read_text())["variants"])
     lines = [line for line in run(dvc + ["metrics", "show"], clone, env).splitlines() if line.strip()]
-    assert len(lines) == 1 + len(variants), lines  # a header and a row per variant
-    assert all(f"reports/headline/{v}.json" in "\n".join(lines) for v in variants)
+    names = [*variants, *METHODS]
+    assert len(lines) == 1 + len(names), lines  # a header and a row per variant and classical method
+    assert all(f"reports/headline/{n}.json" in "\n".join(lines) for n in names)
+    assert "lol.lead" in lines[0] and "tid.lead" in lines[0], lines[0]
     assert max(map(len, lines)) <= 120, lines
 
     git = ["git", "-c", "user.name=newcomer", "-c", "user.email=newcomer@example.org"]
@@ -286,6 +289,7 @@ def test_dvc_metrics_fit_a_screen_and_an_experiment_compares_with_the_baseline(d
         # the changed variant alone is evaluated again, then compared with the others
         ran = set(re.findall(r"Running stage '([^']+)'", experiment))
         assert {s for s in ran if s.startswith("evaluate@")} == {"evaluate@cnn128"} and "compare" in ran, ran
+        assert "classical" not in ran, ran  # the classical methods do not depend on a variant's training
         mlflow.set_tracking_uri(f"sqlite:///{clone / 'mlflow.db'}")
         client = MlflowClient()
         produced = client.get_model_version_by_alias("cnn128", "candidate")  # the experiment's model
@@ -298,7 +302,7 @@ def test_dvc_metrics_fit_a_screen_and_an_experiment_compares_with_the_baseline(d
         assert "Evaluated on tid2013 validation" in client.get_model_version("cnn128", "2").description
 
         diff = run_json(dvc + ["metrics", "diff", "--json"], clone, env)
-        changed = diff["reports/headline/cnn128.json"]["tid2013.gain"]
+        changed = diff["reports/headline/cnn128.json"]["tid.gain"]
         assert None not in (changed["old"], changed["new"]) and changed["old"] != changed["new"], changed
         assert list(diff) == ["reports/headline/cnn128.json"], diff  # the others' figures are as they were
         shown = run_json(dvc + ["exp", "show", "--json"], clone, env)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from mirnet_pipeline.tasks.training.evaluation import per_type_figure
+from mirnet_pipeline.tasks.training.comparison import per_type_figure
 from mirnet_pipeline.tasks.training.headline import headline_files
 
 METRICS = {
@@ -21,13 +21,44 @@ METRICS = {
 }
 
 
+CLASSICAL = {
+    "gamma": {"lol": {"validation": {"images": 64, "input_psnr": 9.64, "output_psnr": 14.7, "psnr_gain": 5.06,
+                                     "output_bias_r": 0.03, "output_bias_g": -0.02, "output_bias_b": 0.01}}},
+    "clahe": {"lol": {"validation": {"images": 64, "input_psnr": 9.64, "output_psnr": 16.2, "psnr_gain": 6.56,
+                                     "output_bias_r": 0.08, "output_bias_g": 0.07, "output_bias_b": 0.06}}},
+    "nlm": {"tid2013": {"validation": {"images": 24, "input_psnr": 23.03, "output_psnr": 24.8, "psnr_gain": 1.77,
+                                       "output_bias_r": 0.0, "output_bias_g": 0.008, "output_bias_b": 0.0,
+                                       "per_type": {"1": {"psnr_gain": 8.74}}}}},
+}
+
+
 def test_one_small_file_per_variant_with_the_figures_people_compare():
     files = headline_files(METRICS)
     assert files == {
-        "mirnet": {"tid2013": {"gain": 0.4612, "noise": 2.02, "cast": 0.006}},
+        "mirnet": {"tid": {"gain": 0.4612, "noise": 2.02, "cast": 0.006}},
         "mirnet_lol": {"lol": {"gain": 11.6, "cast": 0.017}},  # one type: no noise figure
     }
     assert headline_files(METRICS, "test") == {"mirnet_lol": {"lol": {"gain": 11.0}}}
+
+
+def test_each_variant_is_measured_against_the_best_classical_method_of_its_dataset():
+    files = headline_files({**METRICS, **CLASSICAL})
+    # the lead: output PSNR minus the best classical method's (CLAHE's 16.2 on LoL, not gamma's 14.7)
+    assert files["mirnet_lol"]["lol"] == {"gain": 11.6, "lead": 5.04, "cast": 0.017}
+    assert files["mirnet"]["tid"] == {"gain": 0.4612, "lead": -1.3088, "noise": 2.02, "cast": 0.006}
+    assert files["nlm"]["tid"] == {"gain": 1.77, "noise": 8.74, "cast": 0.008}  # a classical row has no lead
+    assert list(files) == ["mirnet", "mirnet_lol", "gamma", "clahe", "nlm"]  # variants first
+
+
+def test_the_demo_summary_has_a_lead_column_and_the_classical_rows():
+    from mirnet_pipeline.flows.demo import summary_text
+
+    text = summary_text({**METRICS, **CLASSICAL}, 600)
+    rows = {line.split()[0] + " " + line.split()[1]: line for line in text.splitlines()
+            if line.startswith("  ") and len(line.split()) > 5}
+    assert "+5.04 clahe" in rows["mirnet_lol lol"] and "-1.31 nlm" in rows["mirnet tid2013"]
+    assert text.index("classical methods") < text.index("  gamma ") < text.index("  clahe ")
+    assert "+8.74" in rows["nlm tid2013"] and "clahe" not in rows["gamma lol"]  # no lead of its own
 
 
 def test_the_per_type_plot_has_a_line_per_variant(tmp_path):

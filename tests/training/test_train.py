@@ -156,7 +156,7 @@ def test_training_logs_everything_and_registers_a_candidate(tiny_project):
 
     # evaluated by its own stage's work, then compared: the figures reach the version's description
     from mirnet_pipeline.tasks.config import load_params
-    from mirnet_pipeline.tasks.training import evaluation
+    from mirnet_pipeline.tasks.training import comparison, evaluation
 
     params = load_params()
     frame, panels = evaluation.evaluate_variant(params, "tiny")
@@ -166,8 +166,25 @@ def test_training_logs_everything_and_registers_a_candidate(tiny_project):
     assert read_panels.keys() == panels.keys() == {("tid2013", "tiny", 1)}
     for key, panel in panels.items():
         assert all(np.array_equal(read_panels[key][name], panel[name]) for name in ("input", "output", "target"))
-    results, _ = evaluation.write_reports(params, read)
-    assert evaluation.write_figure(evaluation.figure_rows(params, ["tiny"]), read_panels).stat().st_size > 1000
+    # the classical methods on the same images, then the comparison of both
+    from mirnet_pipeline.tasks import artifacts
+
+    scored, scored_panels = comparison.evaluate_classical(params)
+    assert set(scored.variant) == {"nlm", "wavelet", "median", "unsharp"} and set(scored.dataset) == {"tid2013"}
+    for _, method in scored.groupby("variant"):
+        assert method.image_id.tolist() == frame.image_id.tolist()
+        assert method.input_psnr.tolist() == pytest.approx(frame.input_psnr.tolist())
+    evaluation.write_evaluation(artifacts.CLASSICAL, scored, scored_panels)
+    read, read_panels = evaluation.read_variant_evaluations(["tiny"], classical=True)
+    results, _ = comparison.write_reports(params, read)
+    best = max(results[m]["tid2013"]["validation"]["output_psnr"] for m in ("nlm", "wavelet", "median", "unsharp"))
+    lead = results["tiny"]["tid2013"]["validation"]["output_psnr"] - best
+    assert json.loads((artifacts.HEADLINE / "tiny.json").read_text())["tid"]["lead"] == round(lead, 4)
+    assert "| nlm (classical) | tid2013 | validation | 4 |" in artifacts.COMPARISON.read_text()
+    best_per_type = comparison.best_per_type(read)
+    assert comparison.write_figure(evaluation.figure_rows(params, ["tiny"]), read_panels,
+                                   best_per_type).stat().st_size > 1000
+    assert ("tid2013", best_per_type[("tid2013", 1)], 1) in read_panels  # the figure's classical column
     evaluation.log_evaluation(params, results)
     means = results["tiny"]["tid2013"]["validation"]
     assert means["images"] == 4 and means["input_psnr"] == pytest.approx(frame.input_psnr.mean())

@@ -10,21 +10,22 @@ small evaluation still covers every type.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mirnet_pipeline.model import infer, psnr, reference_scores
+from mirnet_pipeline.model import infer, reference_scores
 from mirnet_pipeline.tasks import artifacts
 from mirnet_pipeline.tasks.config import FigureRow, Params
 from mirnet_pipeline.tasks.data.distortions import DISTORTION_NAMES
 from mirnet_pipeline.tasks.data.shards import make_dataset, read_metadata
-from mirnet_pipeline.tasks.storage import atomic_directory, atomic_write_json, atomic_write_text
-from mirnet_pipeline.tasks.training.headline import headline_files
+from mirnet_pipeline.tasks.storage import atomic_directory
 from mirnet_pipeline.tasks.training.model_card import describe
 
 KEYS = ("psnr", "ssim", "mae")
@@ -88,15 +89,19 @@ def _stack(batch):
     return [r for r, _, _ in batch], np.stack([s for _, s, _ in batch]), np.stack([t for _, _, t in batch])
 
 
-def evaluate_split(models: dict, split_dir: Path, max_images: int | None = None,
+Enhancer = Callable[[np.ndarray], np.ndarray]  # a batch of images in [0, 1] -> the enhanced batch
+
+
+def evaluate_split(enhancers: dict[str, Enhancer], split_dir: Path, max_images: int | None = None,
                    keep: dict[str, tuple[int, ...]] | None = None,
                    progress: bool = True) -> tuple[pd.DataFrame, dict[tuple[str, int], dict]]:
-    """One row per model and evaluated image: ``variant``, image id, type,
-    level, and ``input_*`` and ``output_*`` scores against the target. The
-    split is read, and its inputs scored, once for all ``models``
-    ({variant: model}). Also returns, for each distortion type that ``keep``
-    lists for a variant, its first evaluated image as a before/after panel:
-    {(variant, type): {record, input, output, target}}."""
+    """One row per enhancer and evaluated image: ``variant`` (the enhancer's
+    name: a trained variant or a classical method), image id, type, level, and
+    ``input_*`` and ``output_*`` scores against the target. The split is read,
+    and its inputs scored, once for all ``enhancers`` ({name: enhancer}). Also
+    returns, for each distortion type that ``keep`` lists for a name, its
+    first evaluated image as a before/after panel:
+    {(name, type): {record, input, output, target}}."""
     rows, panels = [], {}
     keep = keep or {}
     total = len(read_metadata(split_dir))
@@ -104,8 +109,8 @@ def evaluate_split(models: dict, split_dir: Path, max_images: int | None = None,
     with tqdm(total=total, unit="img", desc=f"evaluate {split_dir}", disable=not progress, leave=False) as bar:
         for records, inputs, targets in selected_batches(split_dir, max_images):
             before = image_scores(targets, inputs)
-            for variant, model in models.items():
-                outputs = infer(model, inputs, batch_size=len(inputs))
+            for variant, enhance in enhancers.items():
+                outputs = enhance(inputs)
                 after = image_scores(targets, outputs)
                 for i, (record, b, a) in enumerate(zip(records, before, after, strict=True)):
                     rows.append({"variant": variant, **record, **{f"input_{k}": v for k, v in b.items()},
@@ -145,109 +150,12 @@ def overall(frame: pd.DataFrame) -> dict:
     return means
 
 
-def comparison_table(results: dict[str, dict], research: dict[str, tuple[float, float]]) -> str:
-    """Markdown: each variant's validation and test PSNR/SSIM against the
-    do-nothing baseline and, where the research reported a figure, that figure
-    on the usual scale (reported value - 48.13 dB)."""
-    lines = [
-        "| variant | evaluated on | split | images | input PSNR | output PSNR | gain | input SSIM | output SSIM "
-        "| colour cast (R, G, B) | research PSNR (reported -> corrected) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|",
-    ]
-    for variant, per_dataset in results.items():
-        reported = research.get(variant)
-        corrected = ("-" if not reported else
-                     f"{'-'.join(f'{r:g}' for r in reported)} -> "
-                     f"{'-'.join(f'{r - KERAS_EXAMPLE_PSNR_OFFSET:.1f}' for r in reported)} dB")
-        for dataset, splits in per_dataset.items():
-            for split, m in splits.items():
-                cast = ", ".join(f"{m[f'output_bias_{c}']:+.3f}" for c in CHANNELS)
-                lines.append(
-                    f"| {variant} | {dataset} | {split} | {m['images']} | {m['input_psnr']:.2f} | "
-                    f"{m['output_psnr']:.2f} | {m['psnr_gain']:+.2f} | {m['input_ssim']:.4f} | "
-                    f"{m['output_ssim']:.4f} | {cast} | {corrected} |"
-                )
-    return "\n".join(lines)
-
-
-def per_type_table(per_type: pd.DataFrame, dataset: str, split: str) -> str:
-    """Markdown: PSNR gain per distortion type (rows) and variant (columns)."""
-    rows = per_type[(per_type.dataset == dataset) & (per_type.split == split)]
-    if rows.empty:
-        return ""
-    table = rows.pivot_table(index=["distortion", "distortion_name"], columns="variant", values="psnr_gain",
-                             sort=False)
-    inputs = rows.groupby("distortion").input_psnr.first()
-    variants = list(table.columns)
-    lines = ["| type | distortion | input PSNR | " + " | ".join(variants) + " |",
-             "|---:|---|---:|" + "---:|" * len(variants)]
-    for (distortion, name), gains in table.iterrows():
-        cells = " | ".join("-" if pd.isna(g) else f"{g:+.2f}" for g in gains)
-        lines.append(f"| {distortion} | {name} | {inputs[distortion]:.2f} | {cells} |")
-    return "\n".join(lines)
-
-
-def before_after_figure(panels: list[dict], path: Path) -> None:
-    """Rows of input / output / target with their PSNR; each panel is a dict of
-    ``title``, ``input``, ``output`` and ``target`` images in [0, 1]."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(panels), 3, figsize=(9, 2.25 * len(panels)), squeeze=False)
-    for row, panel in zip(axes, panels, strict=True):
-        target = panel["target"][None]
-        before = float(psnr(target, panel["input"][None])[0])
-        after = float(psnr(target, panel["output"][None])[0])
-        for ax, key, label in zip(row, ("input", "output", "target"),
-                                  (f"input {before:.1f} dB", f"output {after:.1f} dB ({after - before:+.1f})",
-                                   "target"), strict=True):
-            ax.imshow(np.clip(panel[key], 0, 1))
-            ax.set_title(label, fontsize=8)
-            ax.axis("off")
-        row[0].text(-0.04, 0.5, panel["title"], transform=row[0].transAxes, rotation=90, ha="right",
-                    va="center", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=72)
-    plt.close(fig)
-
-
 def summarize(per_image: pd.DataFrame) -> dict:
     """{variant: {dataset: {split: overall means}}}."""
     results: dict = {}
     for (variant, dataset, split), group in per_image.groupby(["variant", "dataset", "split"], sort=False):
         results.setdefault(variant, {}).setdefault(dataset, {})[split] = overall(group)
     return results
-
-
-NOTES = {
-    "cnn": ("the research's plain CNN has no global residual and ends in a ReLU: it has to learn to "
-            "reproduce the whole image before it can improve on it, so a short training leaves it far "
-            "below doing nothing. Its rows are reported as measured."),
-}
-
-
-def comparison_text(results: dict, per_type: pd.DataFrame, profile: str, research: dict,
-                    architectures: dict[str, str]) -> str:
-    """``reports/comparison.md``: every variant against doing nothing, overall and per type."""
-    parts = [
-        "# Variants compared\n",
-        f"Profile `{profile}`. PSNR in dB with data range 1; \"input\" is the do-nothing baseline (the "
-        "degraded image itself); gain = output - input. Colour cast: mean signed error (output - target) "
-        "of each channel, on [0, 1]. Research figures were computed with `max_val=255` on [0, 1] images "
-        "and are shown corrected by -48.13 dB.\n",
-        comparison_table(results, research) + "\n",
-    ]
-    for dataset in sorted(per_type.dataset.unique()):
-        if per_type[per_type.dataset == dataset].distortion.nunique() > 1:
-            parts += [f"## PSNR gain per distortion type: {dataset}, validation\n",
-                      per_type_table(per_type, dataset, "validation") + "\n"]
-    notes = [f"- `{variant}`: {NOTES[arch]}" for variant, arch in architectures.items() if arch in NOTES]
-    if notes:
-        parts += ["## Notes\n", "\n".join(notes) + "\n"]
-    return "\n".join(parts)
 
 
 # --- the evaluate stage: which variants on which splits, and what it writes -------
@@ -293,8 +201,13 @@ def evaluate_variants(variants: list[str], dataset: str, split: str, max_images:
         for row in figure:
             if row.dataset == dataset and row.variant in models:
                 keep[row.variant] = keep.get(row.variant, ()) + (row.distortion,)
-    frame, panels = evaluate_split(models, artifacts.shard_set(dataset, split), max_images, keep)
+    enhancers = {v: functools.partial(_through, model) for v, model in models.items()}
+    frame, panels = evaluate_split(enhancers, artifacts.shard_set(dataset, split), max_images, keep)
     return frame.assign(dataset=dataset, split=split), {(dataset, *key): panel for key, panel in panels.items()}
+
+
+def _through(model, images: np.ndarray) -> np.ndarray:
+    return infer(model, images, batch_size=len(images))
 
 
 def evaluate_variant(params: Params, variant: str) -> tuple[pd.DataFrame, dict]:
@@ -314,102 +227,53 @@ def evaluate_variant(params: Params, variant: str) -> tuple[pd.DataFrame, dict]:
 PANEL_IMAGES = ("input", "output", "target")
 
 
-def write_variant_evaluation(variant: str, frame: pd.DataFrame, panels: dict) -> Path:
-    """``reports/evaluation/variants/<variant>/``: ``scores.parquet`` (one row
-    per image) and ``panels.npz`` (the figure's images, keyed
-    ``<dataset>/<type>/<image>``, with ``records``: their records as JSON),
-    written whole."""
-    target = artifacts.variant_evaluation(variant)
+def write_evaluation(target: Path, frame: pd.DataFrame, panels: dict) -> Path:
+    """An evaluation's folder (``artifacts.variant_evaluation`` or
+    ``artifacts.CLASSICAL``): ``scores.parquet`` (one row per name and image)
+    and ``panels.npz`` (the figure's images, keyed ``<dataset>/<name>/<type>/<image>``,
+    with ``records``: their records as JSON), written whole."""
     arrays, records = {}, {}
-    for (dataset, _, distortion), panel in panels.items():
-        key = f"{dataset}/{distortion}"
+    for (dataset, name, distortion), panel in panels.items():
+        key = f"{dataset}/{name}/{distortion}"
         records[key] = panel["record"]
-        arrays.update({f"{key}/{name}": panel[name] for name in PANEL_IMAGES})
+        arrays.update({f"{key}/{image}": panel[image] for image in PANEL_IMAGES})
     with atomic_directory(target) as folder:
         frame.to_parquet(folder / "scores.parquet", index=False)
         np.savez_compressed(folder / "panels.npz", records=np.array(json.dumps(records, default=int)), **arrays)
     return target
 
 
-def read_variant_evaluations(variants: list[str]) -> tuple[pd.DataFrame, dict]:
-    """What ``write_variant_evaluation`` wrote for ``variants``: all their
-    scores in one frame, and their panels keyed (dataset, variant, type)."""
-    missing = [v for v in variants if not (artifacts.variant_evaluation(v) / "scores.parquet").exists()]
+def write_variant_evaluation(variant: str, frame: pd.DataFrame, panels: dict) -> Path:
+    """``reports/evaluation/variants/<variant>/`` (``write_evaluation``)."""
+    return write_evaluation(artifacts.variant_evaluation(variant), frame, panels)
+
+
+def read_evaluation(folder: Path) -> tuple[pd.DataFrame, dict]:
+    """What ``write_evaluation`` wrote: the scores, and the panels keyed (dataset, name, type)."""
+    panels = {}
+    with np.load(folder / "panels.npz") as stored:
+        for key, record in json.loads(str(stored["records"])).items():
+            dataset, name, distortion = key.split("/")
+            panels[(dataset, name, int(distortion))] = {
+                "record": record, **{image: stored[f"{key}/{image}"] for image in PANEL_IMAGES}}
+    return pd.read_parquet(folder / "scores.parquet"), panels
+
+
+def read_variant_evaluations(variants: list[str], classical: bool = False) -> tuple[pd.DataFrame, dict]:
+    """What the evaluate stages wrote for ``variants`` (and, with
+    ``classical``, the classical methods' stage): all their scores in one
+    frame, and their panels keyed (dataset, name, type)."""
+    folders = [artifacts.variant_evaluation(v) for v in variants] + ([artifacts.CLASSICAL] if classical else [])
+    missing = [str(f) for f in folders if not (f / "scores.parquet").exists()]
     if missing:
-        raise FileNotFoundError(f"no evaluation of {', '.join(missing)} in {artifacts.EVALUATION / 'variants'}: "
-                                "run their stages first (dvc repro evaluate)")
+        raise FileNotFoundError(f"no evaluation in {', '.join(missing)}: run their stages first "
+                                "(dvc repro evaluate classical)")
     frames, panels = [], {}
-    for variant in variants:
-        folder = artifacts.variant_evaluation(variant)
-        frames.append(pd.read_parquet(folder / "scores.parquet"))
-        with np.load(folder / "panels.npz") as stored:
-            for key, record in json.loads(str(stored["records"])).items():
-                dataset, distortion = key.split("/")
-                panels[(dataset, variant, int(distortion))] = {
-                    "record": record, **{name: stored[f"{key}/{name}"] for name in PANEL_IMAGES}}
+    for folder in folders:
+        frame, found = read_evaluation(folder)
+        frames.append(frame)
+        panels.update(found)
     return pd.concat(frames, ignore_index=True), panels
-
-
-def write_figure(rows: list[FigureRow], panels: dict) -> Path:
-    """``before_after.png``: input / output / target rows, in the order of ``rows``."""
-    missing = [row for row in rows if (row.dataset, row.variant, row.distortion) not in panels]
-    if missing:
-        raise ValueError(f"evaluate.figure: no evaluated validation image for {missing}")
-    chosen = []
-    for row in rows:
-        panel = panels[(row.dataset, row.variant, row.distortion)]
-        chosen.append({**panel, "title": f"{row.variant} on {row.dataset} {panel['record']['image_id']}"})
-    path = artifacts.EVALUATION / "before_after.png"
-    before_after_figure(chosen, path)
-    return path
-
-
-def per_type_figure(per_type: pd.DataFrame, path: Path, split: str = "validation") -> None:
-    """PSNR gain per distortion type, one line per variant, for each dataset
-    with several types (TID2013): the DVC plot of the evaluation."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = per_type[per_type.split == split]
-    datasets = [d for d in sorted(rows.dataset.unique()) if rows[rows.dataset == d].distortion.nunique() > 1]
-    fig, axes = plt.subplots(len(datasets) or 1, 1, figsize=(10, 4 * max(1, len(datasets))), squeeze=False)
-    for ax, dataset in zip(axes[:, 0], datasets, strict=False):  # one empty panel when no dataset has types
-        for variant, group in rows[rows.dataset == dataset].groupby("variant", sort=True):
-            group = group.sort_values("distortion")
-            ax.plot(group.distortion, group.psnr_gain, "o-", markersize=3, label=variant)
-        ax.axhline(0, color="black", linewidth=0.8)
-        ax.set_xticks(sorted(rows[rows.dataset == dataset].distortion.unique()))
-        ax.set_xlabel("distortion type")
-        ax.set_ylabel("PSNR gain over the input (dB)")
-        ax.set_title(f"{dataset}, {split}: PSNR gain per distortion type")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-
-
-def write_reports(params: Params, per_image: pd.DataFrame) -> tuple[dict, str]:
-    """``per_type.csv``, ``metrics.json``, the headline files and
-    ``comparison.md`` from every variant's per-image scores; returns the
-    means ({variant: {dataset: {split: ...}}}) and the comparison text."""
-    out = artifacts.EVALUATION
-    per_type = aggregate(per_image, ["variant", "dataset", "split", "distortion"])
-    atomic_write_text(out / "per_type.csv", per_type.to_csv(index=False, float_format="%.5g"))
-    results = summarize(per_image)
-    atomic_write_json(out / "metrics.json", results)
-    split = "validation" if "validation" in set(per_image.split) else str(per_image.split.iloc[0])
-    with atomic_directory(artifacts.HEADLINE) as folder:
-        for variant, figures in headline_files(results, split).items():
-            atomic_write_json(folder / f"{variant}.json", figures)
-    per_type_figure(per_type, out / "per_type.png", split)
-    architectures = {v: params.models[params.variants[v].model].arch for v in results}
-    text = comparison_text(results, per_type, params.profile, params.evaluate.research_psnr, architectures)
-    atomic_write_text(artifacts.COMPARISON, text)
-    return results, text
 
 
 def log_evaluation(params: Params, results: dict) -> dict[str, str]:
