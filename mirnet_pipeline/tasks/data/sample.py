@@ -3,8 +3,9 @@
 
 Nothing is downloaded. References are cropped to 4:3 and resized to 512x384;
 each gets the 24 TID2013-style distortions at 5 levels (``tasks.data.distortions``).
-LoL-style pairs are 600x400 crops whose ``low`` twin is a simulated dark,
-noisy exposure of the ``high`` photo. Everything is deterministic for a seed.
+LoL-style pairs are 600x400 crops whose ``low`` twin is a dark, noisy
+exposure of the ``high`` photo made the way a camera makes one
+(``tasks.data.low_light``). Everything is deterministic for a seed.
 
 Sources are assigned so that no photograph appears in two TID2013 splits
 (train 01-15, test 16-20, validation 21-25).
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mirnet_pipeline.tasks.data import lol, tid2013
+from mirnet_pipeline.tasks.data import lol, low_light, tid2013
 from mirnet_pipeline.tasks.data.distortions import DISTORTIONS, LEVELS, distort
 
 
@@ -184,24 +185,9 @@ LOL_TRAIN_COUNT = 485  # our485
 LOL_EVAL_COUNT = 15  # eval15
 
 
-def darken(high: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A simulated low-light exposure of ``high``: linearise (gamma 2.2), scale by
-    an exposure of 2-12 %, a slight colour cast, Poisson shot noise and Gaussian
-    read noise of a small sensor, back to sRGB, quantise to 8 bits."""
-    linear = (high.astype(np.float32) / 255.0) ** 2.2
-    exposure = rng.uniform(0.02, 0.12)
-    cast = 1.0 + rng.normal(0.0, 0.06, 3)
-    full_well = rng.uniform(200.0, 800.0)  # photo-electrons at full scale
-    signal = np.clip(linear * exposure * cast, 0.0, 1.0)
-    shot = rng.poisson(signal * full_well) / full_well
-    read = rng.normal(0.0, rng.uniform(0.001, 0.004), high.shape)
-    low = np.clip(shot + read, 0.0, 1.0) ** (1 / 2.2)
-    return np.clip(np.rint(low * 255.0), 0, 255).astype(np.uint8)
-
-
 def lol_pair(index: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Pair ``index``: a random 3:2 crop (40-100 % of the photo), maybe mirrored,
-    as ``high``; its simulated dark exposure as ``low``."""
+    as ``high``; its dark exposure (``low_light.darken``) as ``low``."""
     rng = np.random.default_rng([seed, index])
     source = load_source(LOL_SOURCES[int(rng.integers(len(LOL_SOURCES)))])
     scale = rng.uniform(0.4, 1.0)
@@ -210,7 +196,7 @@ def lol_pair(index: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     if rng.random() < 0.5:
         high = high[:, ::-1]
     high = np.ascontiguousarray(high)
-    return darken(high, rng), high
+    return low_light.darken(high, rng), high
 
 
 def _write_lol_pair(index: int, folder: str, seed: int) -> str:

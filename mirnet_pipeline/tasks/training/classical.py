@@ -52,9 +52,13 @@ def auto_gamma(image: np.ndarray, target: float = MEAN_TARGET) -> np.ndarray:
 def histogram_equalisation(image: np.ndarray) -> np.ndarray:
     """scikit-image's ``equalize_hist`` with 256 bins, one histogram over all
     three channels (so the channels keep their order of brightness)."""
+    import warnings
+
     from skimage.exposure import equalize_hist
 
-    return equalize_hist(np.asarray(image, np.float32), nbins=256).astype(np.float32)
+    with warnings.catch_warnings():  # "might be a color image": one histogram over all is the method
+        warnings.filterwarnings("ignore", "This might be a color image", UserWarning)
+        return equalize_hist(np.asarray(image, np.float32), nbins=256).astype(np.float32)
 
 
 def clahe(image: np.ndarray, clip_limit: float = 0.01) -> np.ndarray:
