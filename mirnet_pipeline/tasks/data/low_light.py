@@ -12,7 +12,7 @@ forward again like a camera would:
 3. the exposure: every photosite scaled by one factor, chosen so that the
    finished dark picture has the mean brightness drawn for it
    (``BRIGHTNESS``, log-uniform around 0.066, the mean of real LoL low
-   pictures);
+   pictures, and at most half the photograph's own);
 4. a Bayer mosaic (RGGB): one colour per photosite;
 5. noise on each photosite, Gaussian with variance ``read + shot * signal``:
    shot (Poisson) noise that grows with the signal and signal-independent
@@ -60,6 +60,7 @@ GAIN_ERROR = 0.03  # standard deviation of the camera's own white-balance error,
 SHOT = (1e-4, 1.2e-2)  # shot-noise variance per unit of signal, log-uniform (Brooks et al.)
 READ_SLOPE, READ_INTERCEPT, READ_SPREAD = 2.18, 1.20, 0.26  # ln read = 2.18 ln shot + 1.20 + N(0, 0.26)
 BRIGHTNESS = (0.035, 0.125)  # mean of the finished dark picture, log-uniform: geometric mean 0.066
+MAX_RATIO = 0.5  # and at most half the photo's own mean brightness
 GAMMA = 2.2
 
 
@@ -141,6 +142,7 @@ def darken(high: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     camera = np.clip(untone(high.astype(np.float64) / 255.0) @ RGB_TO_CAMERA.T, 0.0, 1.0)
     raw = mosaic(camera / gains)
     brightness = math.exp(rng.uniform(math.log(BRIGHTNESS[0]), math.log(BRIGHTNESS[1])))
+    brightness = min(brightness, MAX_RATIO * float(high.mean()) / 255.0)  # a dark photo still darkens
     exposed = raw * exposure_for(raw, gains, brightness)
     shot = math.exp(rng.uniform(math.log(SHOT[0]), math.log(SHOT[1])))
     sensed = noisy(exposed, shot, read_noise(shot, rng), rng)
