@@ -14,18 +14,20 @@ def test_a_stale_stage_takes_everything_downstream_and_nothing_upstream(monkeypa
     result = plan(["shards"])
     trainings = {s for s in result.commands if s.startswith("train@")}
     evaluations = {s.replace("train@", "evaluate@") for s in trainings}
-    assert set(result.commands) == {"shards", "compare", "enhance", "export@mirnet", *trainings, *evaluations}
+    assert set(result.commands) == {"shards", "classical", "compare", "enhance", "export@mirnet", *trainings,
+                                    *evaluations}
     assert len(trainings) == 7
     assert result.commands["train@mirnet"] == "python -m mirnet_pipeline.flows.train mirnet"
     assert result.needs["shards"] == set()
     assert result.needs["enhance"] == {"shards", "train@mirnet_lol"}  # enhancement uses the LoL model only
     assert result.needs["evaluate@mirnet"] == {"shards", "train@mirnet"}  # one variant's evaluation, its model only
-    assert result.needs["compare"] == {"shards", *trainings, *evaluations}
+    assert result.needs["classical"] == {"shards"}  # no model: training never runs it again
+    assert result.needs["compare"] == {"shards", "classical", *trainings, *evaluations}
     assert result.needs["export@mirnet"] == {"shards", "train@mirnet"}  # waits for the model it exports
     # once the shards exist: trainings first, longest first (mirnet_lol is also what enhance waits for)
     order = ready(result, {"shards"}, {"shards"})
     assert order[0] == "train@mirnet_lol"
-    assert set(order) == trainings  # enhance and the evaluations wait for their models
+    assert set(order) == trainings | {"classical"}  # enhance and the evaluations wait for their models
 
 
 def test_stages_start_when_what_they_need_is_done_and_what_unblocks_most_goes_first():
