@@ -279,7 +279,23 @@ def accelerator(entry: dict) -> str:
     return "\n".join(lines)
 
 
-RENDERERS = {"accelerator": accelerator, "enhance_throughput": enhance_throughput, "operator_profile": operator_profile,
+def photo_throughput(entry: dict) -> str:
+    """Whole photos through MIRNet at several sizes of the model, one run each."""
+    lines = [provenance(entry), "",
+             "| model | GMAC a megapixel | megapixels/s | seconds a photo | TMAC/s | peak accelerator memory |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for run in entry["result"]["runs"]:
+        r = run["result"]
+        lines.append(f"| `{run['name']}`: {r['preset']} {r['options']} | {r['gmacs_per_megapixel']:,.0f} | "
+                     f"{r['megapixels_per_second']:.1f} | {r['seconds_per_call']:.2f} | "
+                     f"{r['tera_macs_per_second']:.1f} | {r['peak_bytes'] / 2**30:.1f} GiB |")
+    lines += ["", "Each run's command:", ""]
+    lines += [f"- {run['name']}: `{run['command']}`" for run in entry["result"]["runs"]]
+    return "\n".join(lines)
+
+
+RENDERERS = {"accelerator": accelerator, "photo_throughput": photo_throughput,
+             "enhance_throughput": enhance_throughput, "operator_profile": operator_profile,
              "enhance_memory": enhance_memory, "enhance_scale": enhance_scale, "train_throughput": train_throughput,
              "reader_throughput": reader_throughput}
 
