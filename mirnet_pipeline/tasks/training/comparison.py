@@ -68,7 +68,7 @@ def classical_table(names) -> str:
 
 
 def per_type_table(per_type: pd.DataFrame, dataset: str, split: str) -> str:
-    """Markdown: PSNR gain per distortion type (rows) and variant (columns)."""
+    """Markdown: PSNR gain per distortion type (rows) and variant or classical method (columns)."""
     rows = per_type[(per_type.dataset == dataset) & (per_type.split == split)]
     if rows.empty:
         return ""
@@ -140,11 +140,11 @@ def comparison_text(results: dict, per_type: pd.DataFrame, profile: str, researc
         "and are shown corrected by -48.13 dB.\n",
         comparison_table(results, research) + "\n",
     ]
-    classical = [n for n in results if n not in architectures]
-    if classical:
+    methods = [n for n in results if n in METHODS]
+    if methods:
         parts += ["## Classical methods\n",
                   "Scored exactly like the variants, on the same images; none sees the reference image.\n",
-                  classical_table(classical) + "\n"]
+                  classical_table(methods) + "\n"]
     for dataset in sorted(per_type.dataset.unique()):
         if per_type[per_type.dataset == dataset].distortion.nunique() > 1:
             parts += [f"## PSNR gain per distortion type: {dataset}, validation\n",
@@ -181,22 +181,19 @@ def evaluate_classical(params: Params) -> tuple[pd.DataFrame, dict]:
     return pd.concat(frames, ignore_index=True), panels
 
 
-def best_per_type(per_image: pd.DataFrame, split: str = "validation") -> dict[tuple[str, int | None], str]:
+def best_per_type(per_image: pd.DataFrame, split: str = "validation") -> dict[tuple[str, int], str]:
     """The classical method with the highest mean output PSNR on ``split``,
-    per dataset (key (dataset, None)) and per dataset and distortion type."""
+    per dataset and distortion type: {(dataset, type): method}."""
     rows = per_image[per_image.variant.isin(list(METHODS)) & (per_image.split == split)]
-    best: dict[tuple[str, int | None], str] = {}
-    for by in (["dataset"], ["dataset", "distortion"]):
-        means = rows.groupby([*by, "variant"]).output_psnr.mean().reset_index()
-        for _, top in means.loc[means.groupby(by).output_psnr.idxmax()].iterrows():
-            best[(top.dataset, int(top.distortion) if "distortion" in by else None)] = top.variant
-    return best
+    means = rows.groupby(["dataset", "distortion", "variant"]).output_psnr.mean().reset_index()
+    top = means.loc[means.groupby(["dataset", "distortion"]).output_psnr.idxmax()]
+    return {(d, int(t)): method for d, t, method in zip(top.dataset, top.distortion, top.variant, strict=True)}
 
 
 def write_figure(rows: list[FigureRow], panels: dict, best: dict | None = None) -> Path:
     """``before_after.png``: input / output / target rows, in the order of
     ``rows``, with the best classical method on the row's type (``best``, from
-    ``best_classical``) beside them where its panel was kept."""
+    ``best_per_type``) beside them where its panel was kept."""
     missing = [row for row in rows if (row.dataset, row.variant, row.distortion) not in panels]
     if missing:
         raise ValueError(f"evaluate.figure: no evaluated validation image for {missing}")
@@ -204,9 +201,9 @@ def write_figure(rows: list[FigureRow], panels: dict, best: dict | None = None) 
     for row in rows:
         panel = dict(panels[(row.dataset, row.variant, row.distortion)])
         method = (best or {}).get((row.dataset, row.distortion))
-        classical = panels.get((row.dataset, method, row.distortion))
-        if classical is not None and classical["record"]["image_id"] == panel["record"]["image_id"]:
-            panel.update(classical=classical["output"], classical_name=method)
+        theirs = panels.get((row.dataset, method, row.distortion))
+        if theirs is not None and theirs["record"]["image_id"] == panel["record"]["image_id"]:
+            panel.update(classical=theirs["output"], classical_name=method)
         chosen.append({**panel, "title": f"{row.variant} on {row.dataset} {panel['record']['image_id']}"})
     path = artifacts.EVALUATION / "before_after.png"
     before_after_figure(chosen, path)
@@ -214,8 +211,9 @@ def write_figure(rows: list[FigureRow], panels: dict, best: dict | None = None) 
 
 
 def per_type_figure(per_type: pd.DataFrame, path: Path, split: str = "validation") -> None:
-    """PSNR gain per distortion type, one line per variant, for each dataset
-    with several types (TID2013): the DVC plot of the evaluation."""
+    """PSNR gain per distortion type, one line per variant (dashed per
+    classical method), for each dataset with several types (TID2013): the DVC
+    plot of the evaluation."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -227,9 +225,9 @@ def per_type_figure(per_type: pd.DataFrame, path: Path, split: str = "validation
     for ax, dataset in zip(axes[:, 0], datasets, strict=False):  # one empty panel when no dataset has types
         for variant, group in rows[rows.dataset == dataset].groupby("variant", sort=True):
             group = group.sort_values("distortion")
-            classical = variant in METHODS  # dashed: no training
-            ax.plot(group.distortion, group.psnr_gain, "o--" if classical else "o-", markersize=3,
-                    label=f"{variant} (classical)" if classical else variant)
+            untrained = variant in METHODS  # a classical method: dashed
+            ax.plot(group.distortion, group.psnr_gain, "o--" if untrained else "o-", markersize=3,
+                    label=f"{variant} (classical)" if untrained else variant)
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xticks(sorted(rows[rows.dataset == dataset].distortion.unique()))
         ax.set_xlabel("distortion type")
@@ -245,8 +243,9 @@ def per_type_figure(per_type: pd.DataFrame, path: Path, split: str = "validation
 
 def write_reports(params: Params, per_image: pd.DataFrame) -> tuple[dict, str]:
     """``per_type.csv``, ``metrics.json``, the headline files and
-    ``comparison.md`` from every variant's per-image scores; returns the
-    means ({variant: {dataset: {split: ...}}}) and the comparison text."""
+    ``comparison.md`` from every variant's and classical method's per-image
+    scores; returns the means ({name: {dataset: {split: ...}}}) and the
+    comparison text."""
     out = artifacts.EVALUATION
     per_type = aggregate(per_image, ["variant", "dataset", "split", "distortion"])
     atomic_write_text(out / "per_type.csv", per_type.to_csv(index=False, float_format="%.5g"))
