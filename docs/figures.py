@@ -10,6 +10,9 @@ Rewrites the blocks between ``<!-- figures:NAME -->`` and
 - ``demo-summary`` (README): the summary the last ``./pipeline demo`` printed
   (it keeps a copy in ``reports/demo_summary.txt``), and
   ``docs/before_after.png`` from ``reports/evaluation/before_after.png``;
+- ``profile-<name>`` (docs/training.md): the summary of a run of another
+  profile (``profile: cpu``), kept in ``docs/results/profile-<name>.txt``
+  when ``--project`` names a checkout that ran it;
 - ``model-zoo`` (docs/training.md): size and cost of the research's variants
   (``profile: research`` of params.yaml), computed as ``flows/model_zoo.py`` does;
 - every other block from the benchmark result of the same name in
@@ -311,10 +314,33 @@ def benchmark_block(name: str) -> str:
     return RENDERERS[entry["result"].get("benchmark") or name.split("-")[0]](entry)
 
 
+def project_profile(project: Path) -> str:
+    """The profile ``project``'s params.yaml selects."""
+    return (yaml.safe_load((project / "params.yaml").read_text()) or {}).get("profile", "research")
+
+
+def keep_profile_summary(project: Path) -> None:
+    """A checkout that ran another profile than the demo: its summary becomes
+    ``docs/results/profile-<name>.txt``, what the ``profile-<name>`` block shows."""
+    summary = project / SUMMARY
+    if not summary.is_file():
+        raise MissingSource(f"{summary}: not found (run ./pipeline demo there)")
+    target = RESULTS / f"profile-{project_profile(project)}.txt"
+    target.write_text(summary.read_text())
+    print(f"updated {target.relative_to(REPOSITORY)}")
+
+
 def render(name: str, project: Path) -> str | None:
     """Block ``name`` from its source; None for the demo's summary where the demo has not run."""
+    if name.startswith("profile-"):
+        file = RESULTS / f"{name}.txt"
+        if not file.is_file():
+            raise MissingSource(f"{file}: not found; run that profile and python docs/figures.py --project THERE")
+        return "```\n" + file.read_text().rstrip("\n") + "\n```"
     if name == "demo-summary":
         summary = project / SUMMARY
+        if project_profile(project) != "demo":
+            return None  # another profile's summary goes to its own block
         if not summary.is_file():
             print(f"figures: {summary}: not found (run ./pipeline demo there); the demo's summary and picture "
                   "stay as they are", file=sys.stderr)
@@ -338,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stale = []
     try:
+        if not args.check and project_profile(args.project) != "demo":
+            keep_profile_summary(args.project)
         for document in documents():
             text = document.read_text()
             if args.check:
@@ -357,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"figures: out of date: {line} (run python docs/figures.py)", file=sys.stderr)
         return 1 if stale else 0
     figure = args.project / FIGURE
-    if figure.is_file():
+    if figure.is_file() and project_profile(args.project) == "demo":
         shutil.copyfile(figure, REPOSITORY / "docs" / "before_after.png")
         print("updated docs/before_after.png")
     return 0

@@ -3,6 +3,9 @@ image the PSNR, SSIM, MAE and per-channel mean signed error (the colour cast)
 of the degraded input (the do-nothing baseline) and of the model's output;
 aggregates per distortion type and overall.
 
+The same scoring serves the classical methods and the comparison of all
+(``tasks.training.comparison``).
+
 When only some images of a split are evaluated (``evaluate.max_images``),
 they are taken evenly across distortion types (``balanced_order``), so that a
 small evaluation still covers every type.
@@ -230,7 +233,8 @@ PANEL_IMAGES = ("input", "output", "target")
 def write_evaluation(target: Path, frame: pd.DataFrame, panels: dict) -> Path:
     """An evaluation's folder (``artifacts.variant_evaluation`` or
     ``artifacts.CLASSICAL``): ``scores.parquet`` (one row per name and image)
-    and ``panels.npz`` (the figure's images, keyed ``<dataset>/<name>/<type>/<image>``,
+    and ``panels.npz`` (the figure's images, keyed
+    ``<dataset>/<name>/<type>/<input|output|target>``,
     with ``records``: their records as JSON), written whole."""
     arrays, records = {}, {}
     for (dataset, name, distortion), panel in panels.items():
