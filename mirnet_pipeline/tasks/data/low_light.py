@@ -122,8 +122,12 @@ def develop(raw: np.ndarray, gains: np.ndarray) -> np.ndarray:
 def exposure_for(raw: np.ndarray, gains: np.ndarray, brightness: float) -> float:
     """The factor on the sensor's signal that makes the developed picture's
     mean ``brightness`` (bisection in log space, noise left out, on every
-    fourth photosite pair)."""
-    sub = raw[::8, ::8] if min(raw.shape) >= 64 else raw
+    fourth 2x2 Bayer quad in each direction, so the pattern stays whole)."""
+    sub = raw
+    if min(raw.shape) >= 64:
+        height, width = raw.shape[0] // 2 * 2, raw.shape[1] // 2 * 2
+        quads = raw[:height, :width].reshape(height // 2, 2, width // 2, 2)[::4, :, ::4, :]
+        sub = quads.reshape(quads.shape[0] * 2, quads.shape[2] * 2)
     low, high = math.log(1e-4), 0.0
     for _ in range(30):
         middle = (low + high) / 2
