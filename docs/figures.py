@@ -326,7 +326,7 @@ def keep_profile_summary(project: Path) -> None:
     if not summary.is_file():
         raise MissingSource(f"{summary}: not found (run ./pipeline demo there)")
     target = RESULTS / f"profile-{project_profile(project)}.txt"
-    target.write_text(summary.read_text())
+    target.write_text(summary.read_text().split("\nWhere to look next:")[0].rstrip("\n") + "\n")
     print(f"updated {target.relative_to(REPOSITORY)}")
 
 
