@@ -7,7 +7,8 @@ each other.
 Writes ``reports/evaluation/per_type.csv`` (means per variant, dataset, split
 and distortion type; DVC plots), ``metrics.json`` (means per variant, dataset
 and split, with per-type PSNR), ``reports/headline/`` (DVC metrics, a file per
-variant), ``per_type.png``, ``before_after.png`` and ``reports/comparison.md``.
+variant and classical method), ``per_type.png``, ``before_after.png`` and
+``reports/comparison.md``.
 It reads what the evaluate and classical stages wrote; nothing is run through
 a model here. The work is in ``tasks.training.comparison``.
 """
