@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
 import json, resource, sys, time
 sys.path.insert(0, {root!r})
-from mirnet_pipeline.tasks.batch.job import EnhanceJob, process_chunk
+from mirnet_pipeline.tasks.batch.engine import process_chunk
+from mirnet_pipeline.tasks.batch.job import EnhanceJob
 from mirnet_pipeline.tasks.batch.stores import open_store
 job = EnhanceJob(source={source!r}, destination={destination!r}, model={model!r}, state_dir={state!r})
 infos = open_store(job.source).list(job.include, job.exclude)

@@ -1,6 +1,6 @@
 """Batch enhancement against a naive loop, and memory for one 24-megapixel photo.
 
-Throughput: the batch job's chunk processing (``tasks.batch.job``: reads and
+Throughput: the batch job's chunk processing (``tasks.batch.engine``: reads and
 decoding ahead in threads, same-size images batched, compiled prediction,
 encoding and writing in threads) against a naive loop (open one image, call
 ``model.predict`` on the whole image, save, next), same model, same 512x384
@@ -57,7 +57,8 @@ MEMORY_CHILD = """
 import sys, time, numpy as np, keras
 sys.path.insert(0, {root!r})
 from mirnet_pipeline.model import infer_tiled
-from mirnet_pipeline.tasks.batch.job import EnhanceJob, load_job_model
+from mirnet_pipeline.tasks.batch.engine import load_job_model
+from mirnet_pipeline.tasks.batch.job import EnhanceJob
 m = load_job_model({model!r}).model if {tiled} else keras.saving.load_model({model!r})
 job = EnhanceJob(source="", destination="", model="")
 image = np.random.default_rng(0).random((4000, 6000, 3), dtype=np.float32)
@@ -127,7 +128,8 @@ def naive_loop(model_path: str, source: Path, out: Path) -> float:
 
 def batch_job(model_path: str, source: Path, out: Path, batch: int, precision: str,
               runtime: str | None = None) -> float:
-    from mirnet_pipeline.tasks.batch.job import ChunkProcessor, EnhanceJob
+    from mirnet_pipeline.tasks.batch.engine import ChunkProcessor
+    from mirnet_pipeline.tasks.batch.job import EnhanceJob
     from mirnet_pipeline.tasks.batch.stores import open_store
 
     job = EnhanceJob(source=str(source), destination=str(out), model=model_path, batch_size=batch,
@@ -143,7 +145,7 @@ def batch_job(model_path: str, source: Path, out: Path, batch: int, precision: s
 
 def model_only(model_path: str, source: Path, batch: int, runtime: str | None = None) -> float:
     """Seconds for the model alone on the decoded images, ``batch`` at a time."""
-    from mirnet_pipeline.tasks.batch.job import load_job_model
+    from mirnet_pipeline.tasks.batch.engine import load_job_model
 
     m = load_job_model(model_path, "float32", runtime).model
     images = np.stack([np.asarray(Image.open(p).convert("RGB"), np.float32) / 255.0

@@ -26,24 +26,18 @@ from tqdm.auto import tqdm
 
 from mirnet_pipeline.flows import prefect_api
 from mirnet_pipeline.tasks.batch.claim import DestinationBusy, DestinationUnusable, claim_destination
-from mirnet_pipeline.tasks.batch.job import (
-    CHUNK_WORKERS,
-    EnhanceJob,
-    OverlappingLocations,
-    check_locations,
-    chunks,
-    key_text,
-    ledger,
-    listing,
-    metrics_table,
-    new_run_id,
-    plan,
-    process_chunk,
-    progress_reports,
-    summarize,
+from mirnet_pipeline.tasks.batch.engine import chunk_summary, progress_reports
+from mirnet_pipeline.tasks.batch.job import CHUNK_WORKERS, EnhanceJob, key_text
+from mirnet_pipeline.tasks.batch.ledger import ledger, new_run_id
+from mirnet_pipeline.tasks.batch.planning import OverlappingLocations, Planner, batched, check_locations, listing
+from mirnet_pipeline.tasks.batch.report import write_report
+from mirnet_pipeline.tasks.batch.rows import (
+    ChunkSummary,
+    clear_rows,
+    metrics_uri,
+    read_metrics,
     write_metrics,
 )
-from mirnet_pipeline.tasks.batch.report import write_report
 from mirnet_pipeline.tasks.batch.stopping import stoppable
 
 
@@ -70,8 +64,9 @@ class JobStopped(JobEnded):
 
 
 @task(name="enhance-chunk", retries=1)
-def enhance_chunk(job: EnhanceJob, infos: list, run_id: str, index: int, done: dict) -> list[dict]:
-    return process_chunk(job, infos, run_id, index, done)
+def enhance_chunk(job: EnhanceJob, infos: list, run_id: str, index: int, done: dict) -> ChunkSummary:
+    """One chunk; its rows go to the run's row parts, its counts and failures come back."""
+    return chunk_summary(job, infos, run_id, index, done)
 
 
 def task_runner(dask_address: str | None, workers: int):
@@ -85,6 +80,43 @@ def task_runner(dask_address: str | None, workers: int):
     return ThreadPoolTaskRunner(max_workers=workers)
 
 
+class _Chunks:
+    """The chunks in flight and what came back: at most ``chunks_in_flight``
+    submitted and not yet collected, so the task runs (and their keys) in
+    flight do not grow with the bucket, and only counts come back."""
+
+    def __init__(self, job: EnhanceJob, bar):
+        self.job, self.bar = job, bar
+        self.in_flight: collections.deque = collections.deque()
+        self.totals = ChunkSummary()
+        self.counted = collections.Counter()  # images reported so far, per chunk (chunks on this process)
+        self.lock = threading.Lock()
+
+    def image_done(self, index: int) -> None:  # chunks on this process's threads: per image
+        with self.lock:
+            self.counted[index] += 1
+            self.bar.update(1)
+
+    def make_room(self) -> None:
+        """Collect the oldest chunk while the most that may be in flight are."""
+        while len(self.in_flight) >= self.job.chunks_in_flight:
+            self.collect_one()
+
+    def submit(self, index: int, future) -> None:
+        self.in_flight.append((index, future))
+
+    def collect_one(self) -> None:
+        index, future = self.in_flight.popleft()
+        summary = future.result()
+        self.totals.add(summary)
+        with self.lock:  # chunks elsewhere (Dask) count when they return
+            self.bar.update(max(0, summary.images - self.counted.pop(index, 0)))
+
+    def drain(self) -> None:
+        while self.in_flight:
+            self.collect_one()
+
+
 # Called directly (the DVC stage, a deployment) the flow runs CHUNK_WORKERS
 # chunks at a time; mirnet-enhance sets the runner from --chunk-workers/--dask-address.
 @flow(name="enhance", task_runner=task_runner(None, CHUNK_WORKERS))
@@ -94,61 +126,50 @@ def enhance_folder(job: EnhanceJob) -> dict:
     run_id = new_run_id()
     logger = get_run_logger()
     with stoppable(run_id) as stop, claim_destination(job, on_lost=stop.request):
-        infos, refused = plan(job, listing(job))  # refused before any work: colliding outputs
-        rows, keys = list(refused), len(infos) + len(refused)
         done, set_aside = ledger(job)  # read once; each chunk gets the rows of its own keys
         for line in set_aside:
             logger.warning(f"damaged ledger part set aside: {line}")
-        with tqdm(total=keys, initial=len(rows), unit="img", desc="enhance") as bar:
-            counted = collections.Counter()  # images reported so far, per chunk
-            lock = threading.Lock()
-
-            def image_done(index: int) -> None:  # chunks on this process's threads: per image
-                with lock:
-                    counted[index] += 1
-                    bar.update(1)
-
-            def collect(i: int, future) -> None:
-                chunk_rows = future.result()
-                rows.extend(chunk_rows)
-                with lock:  # chunks elsewhere (Dask) count when they return
-                    bar.update(max(0, len(chunk_rows) - counted.pop(i, 0)))
-
-            with progress_reports(run_id, image_done):
-                # at most chunks_in_flight chunks submitted and not yet collected: the
-                # task runs in flight (and their keys) do not grow with the bucket
-                in_flight: collections.deque = collections.deque()
-                for i, chunk in enumerate(chunks(infos, job.chunk_size)):
-                    if len(in_flight) >= job.chunks_in_flight:
-                        collect(*in_flight.popleft())
+        clear_rows(job)  # row parts left by a killed run
+        planner = Planner(job)  # the listing is read as it comes, chunks cut and submitted as it goes
+        with tqdm(total=0, unit="img", desc="enhance") as bar:
+            chunks = _Chunks(job, bar)
+            with progress_reports(run_id, chunks.image_done):
+                for i, chunk in enumerate(batched(planner.keep(listing(job)), job.chunk_size)):
+                    bar.total = planner.listed
+                    bar.refresh()
+                    chunks.make_room()
                     if stop.requested:  # no more chunks once the job is stopping
                         break
                     texts = [key_text(info.key) for info in chunk]
-                    chunk_done = {text: done[text] for text in texts if text in done}
-                    in_flight.append((i, enhance_chunk.submit(job, chunk, run_id, i, chunk_done)))
-                while in_flight:
-                    collect(*in_flight.popleft())
-        table = metrics_table(job, rows)
-        summary = {"keys": keys, **summarize(rows), "flagged": int((table["flags"].fillna("") != "").sum()),
+                    chunks.submit(i, enhance_chunk.submit(job, chunk, run_id, i, done.rows_for(texts)))
+                chunks.drain()
+                refused = planner.refused_rows(listing(job)) if not stop.requested else []
+                if refused:  # keys whose output another key has: refused, with a row each
+                    chunks.totals.add(ChunkSummary.of(refused))
+                    bar.update(len(refused))
+        totals = chunks.totals
+        held = [*refused, *totals.unsaved]  # rows in no part: refused keys, parts a full disk refused
+        summary = {"keys": planner.listed, **totals.counts(), **written_metrics(job, run_id, held),
                    "wall_seconds": time.monotonic() - started}
-        summary.update(written_metrics(job, table))
-        summary.update(written_report(job, table, summary))
+        summary.update(written_report(job, summary))
+        if summary.get("metrics"):
+            clear_rows(job)  # now in the metrics
     summary["ledger_set_aside"] = set_aside
-    failures = [{"key": r["key"], "error": r["error"]} for r in rows if r["status"] == "error"]
+    failures = totals.failures
     create_markdown_artifact(summary_markdown(job, summary), key="enhance-summary",
                              description=f"{job.source} -> {job.destination}")
     if failures:
-        create_table_artifact(failures[:1000], key="enhance-failures", description="Images that failed")
+        create_table_artifact(failures, key="enhance-failures", description="Images that failed")
     summary["failures"] = failures
     logger.info(summary_line(summary))
     # an expected ending (stopped, some images failed) is one line in the log and a Failed
     # state whose exception the caller gets, not a traceback
     ended = None
     if stop.requested:
-        ended = JobStopped(f"stopped: {stop.reason}; {len(rows)} of {keys} images done and in the metrics "
-                           "(run the same job again to go on)", summary, stop.exit_status)
-    elif failures:  # the run ends Failed, as the command's exit status says; everything else is written
-        ended = ImagesFailed(f"{len(failures)} of {summary['images']} images failed (see the enhance-failures "
+        ended = JobStopped(f"stopped: {stop.reason}; {summary['images']} of the {planner.listed} keys listed "
+                           "done and in the metrics (run the same job again to go on)", summary, stop.exit_status)
+    elif totals.error:  # the run ends Failed, as the command's exit status says; everything else is written
+        ended = ImagesFailed(f"{totals.error} of {summary['images']} images failed (see the enhance-failures "
                              "artifact, the report and the metrics Parquet)", summary)
     if ended is not None:
         logger.error(str(ended))
@@ -189,27 +210,31 @@ def summary_markdown(job: EnhanceJob, summary: dict) -> str:
     return "\n".join(lines)
 
 
-def written_metrics(job: EnhanceJob, table) -> dict:
-    """``{"metrics": where}`` once the metrics Parquet is written, or
-    ``{"metrics": None, "metrics_error": why}`` where it could not be (a full
-    or read-only destination)."""
+def written_metrics(job: EnhanceJob, run_id: str, held: list[dict]) -> dict:
+    """``{"metrics": where, "flagged": n}`` once the run's rows are joined
+    into the metrics Parquet, or ``{"metrics": None, "metrics_error": why}``
+    where it could not be written (a full or read-only destination)."""
     try:
-        return {"metrics": write_metrics(job, table)}
+        where, flagged = write_metrics(job, run_id, held)
+        return {"metrics": where, "flagged": flagged}
     except OSError as exc:
-        where = job.metrics or f"{job.destination.rstrip('/')}/metrics.parquet"
-        return {"metrics": None, "metrics_error": f"the metrics could not be written to {where} "
-                                                  f"({exc.strerror or exc})"}
+        return {"metrics": None, "flagged": 0, "metrics_error": f"the metrics could not be written to "
+                                                                f"{metrics_uri(job)} ({exc.strerror or exc})"}
 
 
-def written_report(job: EnhanceJob, table, summary: dict) -> dict:
+def written_report(job: EnhanceJob, summary: dict) -> dict:
     """``{"report": where}``, or ``{"report": None, "report_error": why}``:
-    a report that cannot be written (a full disk) does not undo the run."""
+    a report that cannot be written (a full disk, no metrics to draw it from)
+    does not undo the run."""
+    where = f"{job.destination.rstrip('/')}/report.html"
+    if not summary.get("metrics"):
+        return {"report": None, "report_error": f"the report was not written to {where}: it is drawn from "
+                                                "the metrics, which could not be written"}
     try:
-        return {"report": write_report(job, table, summary)}
+        return {"report": write_report(job, read_metrics(job), summary)}
     except Exception as exc:  # noqa: BLE001  (a full disk, an S3 error: the outputs and metrics stand)
         why = getattr(exc, "strerror", None) or f"{type(exc).__name__}: {exc}"
-        return {"report": None, "report_error": f"the report could not be written to "
-                                                f"{job.destination.rstrip('/')}/report.html ({why})"}
+        return {"report": None, "report_error": f"the report could not be written to {where} ({why})"}
 
 
 def run(job: EnhanceJob, dask_address: str | None = None, chunk_workers: int = CHUNK_WORKERS) -> int:
@@ -233,6 +258,9 @@ def run(job: EnhanceJob, dask_address: str | None = None, chunk_workers: int = C
     except ImagesFailed as exc:
         for failure in exc.summary["failures"]:
             print(f"FAILED {failure['key']}: {failure['error']}", file=sys.stderr)
+        if exc.summary["error"] > len(exc.summary["failures"]):
+            print(f"mirnet-enhance: and {exc.summary['error'] - len(exc.summary['failures'])} more failures: "
+                  "see the metrics Parquet (status = 'error')", file=sys.stderr)
         print(f"mirnet-enhance: {exc}", file=sys.stderr)
         return 1
     return 0

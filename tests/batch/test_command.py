@@ -135,7 +135,9 @@ def test_failed_images_fail_the_flow_run_as_they_fail_the_command(tmp_path, mode
 def test_a_chunk_reports_progress_per_image(tmp_path, model_file):
     """The progress bar moves per image: every row of a chunk, new, skipped or
     failed, reaches the callback of its run as it is done."""
-    from mirnet_pipeline.tasks.batch.job import PROGRESS, EnhanceJob, ledger, process_chunk
+    from mirnet_pipeline.tasks.batch.engine import PROGRESS, process_chunk
+    from mirnet_pipeline.tasks.batch.job import EnhanceJob
+    from mirnet_pipeline.tasks.batch.ledger import ledger
     from mirnet_pipeline.tasks.batch.stores import open_store
     from tests.batch.samples import photo
 

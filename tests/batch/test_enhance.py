@@ -315,14 +315,15 @@ def test_chunks_run_on_a_local_dask_cluster(tmp_path, model_file, prefect_server
 def _models_loaded_here() -> int:
     import sys
 
-    module = sys.modules.get("mirnet_pipeline.tasks.batch.job")
+    module = sys.modules.get("mirnet_pipeline.tasks.batch.engine")
     return 0 if module is None else module.load_job_model.cache_info().currsize
 
 
 def test_a_lower_precision_is_a_different_result_for_resume(tmp_path, model_file):
     """Outputs of a bfloat16 run are not taken for float32 ones (or back): a run
     skips only what the destination holds now."""
-    from mirnet_pipeline.tasks.batch.job import ledger, process_chunk
+    from mirnet_pipeline.tasks.batch.engine import process_chunk
+    from mirnet_pipeline.tasks.batch.ledger import ledger
     from mirnet_pipeline.tasks.batch.stores import open_store
 
     source, destination = tmp_path / "in", tmp_path / "out"
@@ -352,7 +353,7 @@ def test_bad_job_parameters_are_named(field, value, message):
 
 def test_chunks_share_one_model_and_its_lock_and_run_one_at_a_time_by_default(tmp_path, model_file):
     from mirnet_pipeline.flows.enhance import CHUNK_WORKERS, enhance_folder
-    from mirnet_pipeline.tasks.batch.job import ChunkProcessor
+    from mirnet_pipeline.tasks.batch.engine import ChunkProcessor
 
     (tmp_path / "in").mkdir()
     job = EnhanceJob(source=str(tmp_path / "in"), destination=str(tmp_path / "out"), model=model_file)

@@ -8,7 +8,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from mirnet_pipeline.tasks.batch.job import EnhanceJob, ledger, new_run_id, process_chunk
+from mirnet_pipeline.tasks.batch.engine import process_chunk
+from mirnet_pipeline.tasks.batch.job import EnhanceJob
+from mirnet_pipeline.tasks.batch.ledger import ledger, new_run_id
 from mirnet_pipeline.tasks.batch.stores import LocalStore, open_store
 from tests.batch.samples import photo
 

@@ -20,15 +20,9 @@ import pytest
 import tifffile
 from PIL import Image
 
-from mirnet_pipeline.tasks.batch.job import (
-    ChunkProcessor,
-    EnhanceJob,
-    OverlappingLocations,
-    check_locations,
-    key_text,
-    listing,
-    plan,
-)
+from mirnet_pipeline.tasks.batch.engine import ChunkProcessor
+from mirnet_pipeline.tasks.batch.job import EnhanceJob, key_text
+from mirnet_pipeline.tasks.batch.planning import OverlappingLocations, check_locations, listing, plan
 from mirnet_pipeline.tasks.batch.stores import ObjectInfo
 from tests.batch.samples import photo, run, save
 
@@ -260,7 +254,7 @@ def test_reads_run_only_a_few_images_ahead_of_the_model(tmp_path, model_file):
                      workers=2, batch_size=1)
     processor = ChunkProcessor(job)
     reads, ahead = [], []
-    read, infer = processor._read, processor._infer_batch
+    read, infer = processor.read, processor.infer_batch
 
     def counted_read(key, size):
         reads.append(key)
@@ -271,7 +265,7 @@ def test_reads_run_only_a_few_images_ahead_of_the_model(tmp_path, model_file):
         ahead.append(len(reads))
         return infer(images)
 
-    processor._read, processor._infer_batch = counted_read, slow_infer
+    processor.read, processor.infer_batch = counted_read, slow_infer
     rows = processor.run(listing(job), {})
     assert [r["status"] for r in rows] == ["ok"] * 24
     # in memory at most: the read window, the batch at the model, and the image that closed it
@@ -318,7 +312,8 @@ def test_an_s3_job_resumes_from_another_directory_on_dask_workers_in_their_own_d
     from distributed import Client, LocalCluster
 
     from mirnet_pipeline.flows.enhance import enhance_folder, task_runner
-    from mirnet_pipeline.tasks.batch.job import ledger, new_run_id, process_chunk
+    from mirnet_pipeline.tasks.batch.engine import process_chunk
+    from mirnet_pipeline.tasks.batch.ledger import ledger, new_run_id
 
     endpoint, bucket, client = s3_bucket
     for i in range(6):
@@ -328,7 +323,7 @@ def test_an_s3_job_resumes_from_another_directory_on_dask_workers_in_their_own_d
     # a first run, from one directory, gets through one chunk and stops
     (tmp_path / "first").mkdir()
     monkeypatch.chdir(tmp_path / "first")
-    infos = listing(job)
+    infos = list(listing(job))
     first = process_chunk(job, infos[:2], new_run_id(), 0, ledger(job)[0])
     assert [r["status"] for r in first] == ["ok", "ok"]
     assert list((tmp_path / "first").iterdir()) == []  # no local state

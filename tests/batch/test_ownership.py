@@ -25,7 +25,10 @@ from PIL import Image
 from mirnet_pipeline.flows.commands.enhance import main as enhance_main
 from mirnet_pipeline.flows.commands.export import main as export_main
 from mirnet_pipeline.tasks.batch.claim import DestinationUnusable, claim_destination
-from mirnet_pipeline.tasks.batch.job import ChunkProcessor, EnhanceJob, ledger, listing, plan
+from mirnet_pipeline.tasks.batch.engine import ChunkProcessor
+from mirnet_pipeline.tasks.batch.job import EnhanceJob
+from mirnet_pipeline.tasks.batch.ledger import ledger
+from mirnet_pipeline.tasks.batch.planning import listing, plan
 from mirnet_pipeline.tasks.batch.stopping import Stop, stoppable
 from mirnet_pipeline.tasks.batch.stores import ObjectInfo
 from mirnet_pipeline.tasks.storage import STAGING_MARK, atomic_directory, atomic_write_bytes, name_limit
@@ -228,7 +231,7 @@ def test_a_stopped_chunk_reads_no_more_and_returns_the_images_done(tmp_path, mod
                      batch_size=1)
     stop = Stop()
     processor = ChunkProcessor(job)
-    reads, read = [], processor._read
+    reads, read = [], processor.read
 
     def counted(key, size):
         reads.append(key)
@@ -236,7 +239,7 @@ def test_a_stopped_chunk_reads_no_more_and_returns_the_images_done(tmp_path, mod
             stop.request("interrupted by SIGINT", 130)
         return read(key, size)
 
-    processor._read = counted
+    processor.read = counted
     rows = processor.run(listing(job), {}, stop=stop)
     assert len(reads) <= 5 + job.workers + job.batch_size  # what was already on its way
     assert len(rows) == len(reads) and {r["status"] for r in rows} == {"ok"}

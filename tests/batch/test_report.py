@@ -11,7 +11,8 @@ import pytest
 
 from mirnet_pipeline.tasks.batch.flags import FlagThresholds, flag
 from mirnet_pipeline.tasks.batch.images import no_reference
-from mirnet_pipeline.tasks.batch.job import COLUMNS, EnhanceJob
+from mirnet_pipeline.tasks.batch.job import EnhanceJob
+from mirnet_pipeline.tasks.batch.rows import COLUMNS
 from tests.batch.browser import open_report
 from tests.batch.samples import photo, run
 

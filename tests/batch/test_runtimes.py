@@ -11,7 +11,9 @@ import tifffile
 from PIL import Image
 
 from mirnet_pipeline.flows.commands.enhance import main
-from mirnet_pipeline.tasks.batch.job import EnhanceJob, ledger, process_chunk
+from mirnet_pipeline.tasks.batch.engine import process_chunk
+from mirnet_pipeline.tasks.batch.job import EnhanceJob
+from mirnet_pipeline.tasks.batch.ledger import ledger
 from mirnet_pipeline.tasks.batch.stores import open_store
 from mirnet_pipeline.tasks.export.runtimes import model_hash
 from tests.batch.samples import photo

@@ -30,14 +30,8 @@ from mirnet_pipeline.flows.commands import HelpWithDefaults, check_registered, t
 from mirnet_pipeline.tasks.batch.claim import own_folder
 from mirnet_pipeline.tasks.batch.flags import FlagThresholds
 from mirnet_pipeline.tasks.batch.images import IMAGE_FORMATS
-from mirnet_pipeline.tasks.batch.job import (
-    CHUNK_WORKERS,
-    PRECISION_NAMES,
-    EnhanceJob,
-    JobInputError,
-    check_locations,
-    preflight,
-)
+from mirnet_pipeline.tasks.batch.job import CHUNK_WORKERS, PRECISION_NAMES, EnhanceJob, JobInputError, preflight
+from mirnet_pipeline.tasks.batch.planning import check_locations
 from mirnet_pipeline.tasks.credentials import check_no_credentials
 from mirnet_pipeline.tasks.errors import UsageError
 from mirnet_pipeline.tasks.export.runtimes import RUNTIMES
@@ -110,7 +104,7 @@ def parse(argv: list[str]) -> tuple[EnhanceJob, argparse.Namespace]:
 def check_exported(job: EnhanceJob) -> None:
     """An exported model opens on its runtime (a corrupt file fails here, named,
     not in the first chunk); opened once, the chunks of this process reuse it."""
-    from mirnet_pipeline.tasks.batch.job import load_job_model
+    from mirnet_pipeline.tasks.batch.engine import load_job_model
 
     load_job_model(job.model, job.precision, job.runtime)
 

@@ -77,12 +77,35 @@ def _changes(table: pd.DataFrame) -> dict[str, tuple[pd.Series, int]]:
     }
 
 
+FLAG_INPUTS = ["status", "width", "height", "seconds", *(f"{when}_{m}" for when in ("before", "after")
+                                                          for m in ("colour_cast", "mean_luminance", "rms_contrast",
+                                                                    "sharpness"))]
+
+
 def flag(table: pd.DataFrame, thresholds: FlagThresholds = FlagThresholds()) -> pd.Series:
     """The ``flags`` column for ``table`` (the metrics): the names of the
     flags a row carries, comma-separated, ``""`` for none; null for rows
     without an output (errors)."""
-    enhanced = table.status.isin(["ok", "skipped"]).to_numpy()
-    reasons: list[list[str]] = [[] for _ in range(len(table))]
+    enhanced, hits = flag_hits(table, thresholds)
+    return pd.Series(flag_texts(enhanced, hits), index=table.index, dtype="string")
+
+
+def flag_texts(enhanced: np.ndarray, hits: dict[str, np.ndarray]) -> list:
+    """The flags column from ``flag_hits`` (or a slice of each of its arrays)."""
+    texts: list = ["" if ok else None for ok in enhanced]
+    for name, hit in hits.items():
+        for i in np.flatnonzero(hit):
+            texts[i] = f"{texts[i]},{name}" if texts[i] else name
+    return texts
+
+
+def flag_hits(table: pd.DataFrame, thresholds: FlagThresholds = FlagThresholds()) -> tuple[np.ndarray,
+                                                                                              dict[str, np.ndarray]]:
+    """(which rows have an output, {flag: which rows carry it}) for the
+    metrics ``table`` (its ``FLAG_INPUTS`` columns are enough): one byte a row
+    and flag, so the whole bucket's flags cost little memory."""
+    enhanced = table.status.isin(["ok", "skipped"]).to_numpy(dtype=bool)
+    out = {}
     for name, (change, side) in _changes(table).items():
         values = pd.to_numeric(change, errors="coerce").astype("float64").to_numpy()
         usable = enhanced & np.isfinite(values)
@@ -97,8 +120,5 @@ def flag(table: pd.DataFrame, thresholds: FlagThresholds = FlagThresholds()) -> 
             distance = -distance
         with np.errstate(divide="ignore", invalid="ignore"):
             far = distance > thresholds.z * spread
-        hits = usable & far & (distance > getattr(thresholds, name))
-        for i in np.flatnonzero(hits):
-            reasons[i].append(name)
-    return pd.Series([",".join(r) if ok else pd.NA for r, ok in zip(reasons, enhanced, strict=True)],
-                     index=table.index, dtype="string")
+        out[name] = usable & far & (distance > getattr(thresholds, name))
+    return enhanced, out

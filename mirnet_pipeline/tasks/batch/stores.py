@@ -1,5 +1,5 @@
 """Object stores for batch enhancement: a local folder or ``s3://bucket/prefix``
-behind one small interface (list, read, read the first bytes, write whole,
+behind one small interface (list, or scan as the listing comes, read, read the first bytes, write whole,
 exists, move, delete). Keys are ``/``-separated paths relative to the root; a key
 that is absolute or contains ``..`` (with ``/`` or ``\\`` as separator) is
 refused, and so is a local key whose way down from the root passes a symbolic
@@ -13,6 +13,7 @@ import fnmatch
 import os
 import re
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -82,16 +83,27 @@ class LocalStore:
         return path
 
     def list(self, include=(), exclude=()) -> list[ObjectInfo]:
+        return list(self.scan(include, exclude))
+
+    def scan(self, include=(), exclude=()) -> Iterator[ObjectInfo]:
+        """The files in key order, folder by folder as they are read (hidden
+        names and links to folders left out), so a caller can start on the
+        first before the last is listed."""
         if not self.root.is_dir():
             raise FileNotFoundError(f"{self.root}: no such folder")
-        out = []
-        for path in sorted(self.root.rglob("*")):
-            if path.is_file() and not any(part.startswith(".") for part in path.relative_to(self.root).parts):
-                key = path.relative_to(self.root).as_posix()
-                if selected(key, list(include), list(exclude)):
-                    stat = path.stat()
-                    out.append(ObjectInfo(key, stat.st_size, f"{stat.st_size}-{stat.st_mtime_ns}"))
-        return out
+        return self._scan(self.root, "", list(include), list(exclude))
+
+    def _scan(self, folder: Path, prefix: str, include: list[str], exclude: list[str]) -> Iterator[ObjectInfo]:
+        with os.scandir(folder) as entries:
+            # a folder sorts as its name with a slash: the order of the keys as a whole
+            names = sorted((entry.name + "/" if entry.is_dir(follow_symlinks=False) else entry.name, entry)
+                           for entry in entries if not entry.name.startswith("."))
+        for name, entry in names:
+            if name.endswith("/"):
+                yield from self._scan(Path(entry.path), prefix + name, include, exclude)
+            elif entry.is_file() and selected(prefix + name, include, exclude):
+                stat = entry.stat()
+                yield ObjectInfo(prefix + name, stat.st_size, f"{stat.st_size}-{stat.st_mtime_ns}")
 
     def read(self, key: str) -> bytes:
         return (self.root / key).read_bytes()
@@ -146,15 +158,18 @@ class S3Store:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def list(self, include=(), exclude=()) -> list[ObjectInfo]:
-        out = []
+        return list(self.scan(include, exclude))
+
+    def scan(self, include=(), exclude=()) -> Iterator[ObjectInfo]:
+        """The objects in key order (S3's), page by page as they are listed."""
         paginator = self.client.get_paginator("list_objects_v2")
         start = f"{self.prefix}/" if self.prefix else ""
+        include, exclude = list(include), list(exclude)
         for page in paginator.paginate(Bucket=self.bucket, Prefix=start):
             for item in page.get("Contents", []):
                 key = item["Key"][len(start):]
-                if key and not key.endswith("/") and selected(key, list(include), list(exclude)):
-                    out.append(ObjectInfo(key, int(item["Size"]), item["ETag"].strip('"')))
-        return out
+                if key and not key.endswith("/") and selected(key, include, exclude):
+                    yield ObjectInfo(key, int(item["Size"]), item["ETag"].strip('"'))
 
     def _get(self, key: str, **options) -> bytes:
         """The body of a GET. botocore retries a failed request (5xx,
