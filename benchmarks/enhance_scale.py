@@ -8,7 +8,9 @@ measured is the job's own work per key (listing, planning, the ledger,
 chunks, reading, writing, metrics, report), not the model's. Per size and
 run it reports the time, the time per key, the child's peak resident memory,
 how many ledger objects the start read and how many task runs Prefect
-recorded; then the ratios between the sizes (per-key time, peak memory).
+recorded, and the bytes a key of the ledger (on disk and as a start holds
+it) and of the metrics; then the ratios between the sizes (per-key time, peak
+memory), and the bytes a key the planner keeps to catch colliding outputs.
 
     ./pipeline run python benchmarks/enhance_scale.py
     ./pipeline run python benchmarks/enhance_scale.py --sizes 2000,20000,200000 --s3-sizes 2000,20000
@@ -115,15 +117,52 @@ def run_job(source: str, destination: str, model: str, endpoint: str | None) -> 
     return result
 
 
+def state_sizes(destination: str, endpoint: str | None, count: int) -> dict:
+    """Bytes a key of the ledger on disk (its snapshot), of the ledger as a start holds it (Arrow), and of
+    the metrics Parquet."""
+    from mirnet_pipeline.tasks.batch.job import EnhanceJob
+    from mirnet_pipeline.tasks.batch.ledger import ledger
+    from mirnet_pipeline.tasks.batch.stores import open_store
+
+    job = EnhanceJob(source=destination, destination=destination, model="m.keras", endpoint_url=endpoint)
+    store = job.state_store()
+    snapshots = [name for name in (info.key for info in store.scan(["snapshot-*.parquet"])) if "/" not in name]
+    rows, _ = ledger(job)
+    return {"ledger_file_bytes_per_key": sum(len(store.read(name)) for name in snapshots) / count,
+            "ledger_memory_bytes_per_key": rows.table.nbytes / count,
+            "metrics_bytes_per_key": len(open_store(destination, endpoint).read("metrics.parquet")) / count}
+
+
+def planner_bytes_per_key(count: int) -> float:
+    """Memory the planner keeps per key (its collision check), over ``count`` keys of a bucket's shape."""
+    import tracemalloc
+
+    from mirnet_pipeline.tasks.batch.job import EnhanceJob
+    from mirnet_pipeline.tasks.batch.planning import Planner
+    from mirnet_pipeline.tasks.batch.stores import ObjectInfo
+
+    planner = Planner(EnhanceJob(source="in", destination="out", model="m.keras"))
+    infos = (ObjectInfo(f"{i // 1000:05d}/img{i:07d}.png", 1, "v") for i in range(count))
+    tracemalloc.start()
+    for _ in planner.keep(infos):
+        pass
+    used = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return used / count
+
+
 def measure(kind: str, count: int, source: str, destination: str, model: str, endpoint: str | None) -> dict:
     fresh = run_job(source, destination, model, endpoint)
     again = run_job(source, destination, model, endpoint)
     row = {"store": kind, "keys": count, "fresh": fresh, "rerun": again,
-           "fresh_ms_per_key": 1000 * fresh["seconds"] / count, "rerun_ms_per_key": 1000 * again["seconds"] / count}
+           "fresh_ms_per_key": 1000 * fresh["seconds"] / count, "rerun_ms_per_key": 1000 * again["seconds"] / count,
+           **state_sizes(destination, endpoint, count)}
     print(f"{kind:6} {count:>9,} keys: fresh {fresh['seconds']:7.1f} s ({row['fresh_ms_per_key']:.2f} ms/key, "
           f"peak {fresh['peak_gb']:.2f} GB, {fresh['task_runs']} task runs); re-run {again['seconds']:6.1f} s "
           f"({row['rerun_ms_per_key']:.2f} ms/key, peak {again['peak_gb']:.2f} GB, ledger objects read "
-          f"{again['ledger_objects_read']}, after {again['ledger_objects_after']})", flush=True)
+          f"{again['ledger_objects_read']}, after {again['ledger_objects_after']}); bytes a key: ledger "
+          f"{row['ledger_file_bytes_per_key']:.0f} on disk, {row['ledger_memory_bytes_per_key']:.0f} in memory, "
+          f"metrics {row['metrics_bytes_per_key']:.0f}", flush=True)
     return row
 
 
@@ -147,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="2000,20000", help="folder sizes, comma-separated")
     parser.add_argument("--s3-sizes", default="2000", help="bucket sizes on the local S3 server ('' for none)")
+    parser.add_argument("--planner-keys", type=int, default=1_000_000, help="keys for the planner's bytes a key")
     record.add_option(parser)
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
@@ -188,7 +228,9 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(measure("s3", count, f"s3://{bucket}/in", f"s3://{bucket}/out", model, endpoint))
             finally:
                 server.stop()
-    result = {"runs": rows, "growth": growth(rows)}
+    result = {"runs": rows, "growth": growth(rows), "planner_keys": args.planner_keys,
+              "planner_bytes_per_key": planner_bytes_per_key(args.planner_keys)}
+    print(f"planner: {result['planner_bytes_per_key']:.0f} bytes a key over {args.planner_keys:,} keys")
     for g in result["growth"]:
         print(f"{g['store']} {g['from']:,} -> {g['to']:,}: each further key {g['fresh_marginal_ms_per_key']:.2f} ms "
               f"fresh, {g['rerun_marginal_ms_per_key']:.2f} ms re-run; peak memory x{g['fresh_peak_ratio']:.2f} "

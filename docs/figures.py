@@ -187,6 +187,19 @@ def enhance_scale(entry: dict) -> str:
         lines.append(f"- {g['store']}, {g['from']:,} → {g['to']:,} keys: {g['fresh_marginal_ms_per_key']:.2f} ms a "
                      f"key fresh, {g['rerun_marginal_ms_per_key']:.2f} ms a key re-run; peak memory "
                      f"x{g['fresh_peak_ratio']:.2f} fresh, x{g['rerun_peak_ratio']:.2f} re-run.")
+    runs = [run for run in entry["result"]["runs"] if "ledger_file_bytes_per_key" in run]
+    if runs:
+        lines += ["", "State a key (bytes, at the largest size of each store):", "",
+                  "| store | keys | ledger on disk | ledger in memory at a start | metrics Parquet |",
+                  "|---|---:|---:|---:|---:|"]
+        for store in dict.fromkeys(run["store"] for run in runs):
+            run = max((r for r in runs if r["store"] == store), key=lambda r: r["keys"])
+            lines.append(f"| {store} | {run['keys']:,} | {run['ledger_file_bytes_per_key']:.0f} | "
+                         f"{run['ledger_memory_bytes_per_key']:.0f} | {run['metrics_bytes_per_key']:.0f} |")
+    if "planner_bytes_per_key" in entry["result"]:
+        lines += ["", f"The planner's check for colliding outputs keeps "
+                      f"{entry['result']['planner_bytes_per_key']:.0f} bytes a key "
+                      f"(over {entry['result']['planner_keys']:,} keys)."]
     return "\n".join(lines)
 
 

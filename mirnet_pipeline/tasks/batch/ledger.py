@@ -169,7 +169,21 @@ def ledger(job: EnhanceJob) -> tuple[LedgerRows, list[str]]:
                        leftovers=[n for n in names if n != base and n not in fresh])
     except OSError:  # a full or read-only ledger: the next start folds them; the job meets the fault itself
         pass
-    return LedgerRows(done), set_aside
+    return LedgerRows(_shared_values(done)), set_aside
+
+
+# columns whose values most keys share (one model, one runtime): held once, each key an index
+SHARED = ("status", "mode", "model_uri", "model_version", "precision", "runtime", "model_hash")
+
+
+def _shared_values(table):
+    """``table`` with the ``SHARED`` columns dictionary-encoded (the same rows, in less memory)."""
+    import pyarrow.compute as pc
+
+    for name in SHARED:
+        index = table.schema.get_field_index(name)
+        table = table.set_column(index, name, pc.dictionary_encode(table.column(name)))
+    return table
 
 
 def compact_ledger(store, done, base: str | None, fresh: dict[str, str], leftovers: list[str]) -> None:
