@@ -133,6 +133,43 @@ def state_sizes(destination: str, endpoint: str | None, count: int) -> dict:
             "metrics_bytes_per_key": len(open_store(destination, endpoint).read("metrics.parquet")) / count}
 
 
+def per_key_steps(folder: Path, model: str, count: int = 1000) -> dict[str, float]:
+    """Milliseconds a key of each step of the per-key path, one after the other on one thread over
+    ``count`` of the tiny images (a profile of where a key's time goes; in the job they overlap on the
+    I/O threads)."""
+    from mirnet_pipeline.model import infer
+    from mirnet_pipeline.tasks.batch.engine import load_job_model
+    from mirnet_pipeline.tasks.batch.images import HEADER_BYTES, check_header, decode, encode, no_reference
+    from mirnet_pipeline.tasks.batch.stores import LocalStore
+
+    source, out = LocalStore(folder / "in"), LocalStore(folder / "steps", staging=folder / "steps-tmp")
+    infos = source.list()[:count]
+    m = load_job_model(model).model
+    times = dict.fromkeys(("list", "read", "decode", "model", "encode", "write", "measures", "exists"), 0.0)
+
+    def timed(name, call):
+        started = time.perf_counter()
+        value = call()
+        times[name] += time.perf_counter() - started
+        return value
+
+    timed("list", lambda: source.list())
+    infer(m, np.zeros((4, 16, 16, 3), np.float32), batch_size=4)  # compiled before the clock
+    for start in range(0, len(infos), 4):
+        batch = infos[start:start + 4]
+        data = timed("read", lambda b=batch: [(check_header(source.read_head(i.key, HEADER_BYTES), i.size, 10**9),
+                                               source.read(i.key))[1] for i in b])
+        decoded = timed("decode", lambda d=data: [decode(x, "k", 10**9) for x in d])
+        outputs = timed("model", lambda d=decoded: infer(m, np.stack([x.rgb for x in d]), batch_size=len(d)))
+        encoded = timed("encode", lambda d=decoded, o=outputs: [encode(x, y, "PNG") for x, y in zip(d, o, strict=True)])
+        timed("write", lambda b=batch, e=encoded: [out.write(i.key, x) for i, x in zip(b, e, strict=True)])
+        timed("measures", lambda d=decoded, o=outputs: [(no_reference(x.rgb), no_reference(y))
+                                                        for x, y in zip(d, o, strict=True)])
+        timed("exists", lambda b=batch: [out.exists(i.key) for i in b])
+    times["list"] *= len(infos) / max(1, len(source.list()))  # the listing's share of these keys
+    return {name: 1000 * seconds / len(infos) for name, seconds in times.items()}
+
+
 def planner_bytes_per_key(count: int) -> float:
     """Memory the planner keeps per key (its collision check), over ``count`` keys of a bucket's shape."""
     import tracemalloc
@@ -186,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="2000,20000", help="folder sizes, comma-separated")
     parser.add_argument("--s3-sizes", default="2000", help="bucket sizes on the local S3 server ('' for none)")
+    parser.add_argument("--steps-only", type=int, metavar="KEYS", default=0,
+                        help="only time each step of the per-key path over this many images, one thread")
     parser.add_argument("--planner-keys", type=int, default=1_000_000, help="keys for the planner's bytes a key")
     record.add_option(parser)
     args = parser.parse_args(argv)
@@ -197,6 +236,18 @@ def main(argv: list[str] | None = None) -> int:
     from mirnet_pipeline.model import build_model
     from mirnet_pipeline.tasks.services import prefect_server
 
+    if args.steps_only:
+        with tempfile.TemporaryDirectory() as scratch:
+            scratch = Path(scratch)
+            keras.utils.set_random_seed(0)
+            build_model("cnn", channels=4, depth=1).save(scratch / "model.keras")
+            fill_folder(scratch / "in", args.steps_only)
+            steps = per_key_steps(scratch, str(scratch / "model.keras"), args.steps_only)
+        print("a key's steps, one thread: " + ", ".join(f"{k} {v:.3f} ms" for k, v in steps.items()))
+        result = {"benchmark": "enhance_steps", "keys": args.steps_only, "per_key_steps_ms": steps}
+        print(json.dumps(result))
+        record.record(args.record, result)
+        return 0
     rows = []
     with tempfile.TemporaryDirectory() as scratch, prefect_server(Path(scratch) / "prefect.log"):
         scratch = Path(scratch)

@@ -163,22 +163,40 @@ def own_work(source: Path) -> dict[str, float]:
     output (an image of the same size, in the same format) and the
     no-reference measures of input and output."""
     from mirnet_pipeline.tasks.batch.images import decode, encode, no_reference
+    from mirnet_pipeline.tasks.batch.job import PNG_LEVEL
 
     data = [p.read_bytes() for p in sorted(source.glob("*.png"))][:8]
     decoded = [decode(d, "image", 10**9) for d in data]
     steps = {"decode": lambda i: decode(data[i], "image", 10**9).rgb,
-             "encode": lambda i: encode(decoded[i], decoded[i].rgb),
+             "encode": lambda i: encode(decoded[i], decoded[i].rgb, png_level=PNG_LEVEL),
              "measures": lambda i: (no_reference(decoded[i].rgb), no_reference(decoded[i].rgb))}
-    costs = {}
-    for name, step in steps.items():
-        best = float("inf")
-        for _ in range(3):
-            start = time.perf_counter()
-            for i in range(len(data)):
-                step(i)
-            best = min(best, (time.perf_counter() - start) / len(data))
-        costs[name] = 1000 * best
-    return costs
+    return {name: _best_ms(step, len(data)) for name, step in steps.items()}
+
+
+def _best_ms(step, count: int, repeats: int = 3) -> float:
+    """Milliseconds a call of ``step(i)`` over ``range(count)``, best of ``repeats``."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for i in range(count):
+            step(i)
+        best = min(best, (time.perf_counter() - start) / count)
+    return 1000 * best
+
+
+def png_levels(source: Path, levels=(1, 6)) -> dict[str, dict[str, float]]:
+    """{level: {"ms", "bytes"}}: the encoder's time and the file's size a photo at each zlib level."""
+    from mirnet_pipeline.tasks.batch.images import decode, encode
+
+    decoded = [decode(p.read_bytes(), "image", 10**9) for p in sorted(source.glob("*.png"))[:8]]
+    out = {}
+    for level in levels:
+        def step(i: int, level: int = level) -> bytes:
+            return encode(decoded[i], decoded[i].rgb, png_level=level)
+
+        out[str(level)] = {"ms": _best_ms(step, len(decoded)),
+                           "bytes": float(np.mean([len(step(i)) for i in range(len(decoded))]))}
+    return out
 
 
 def ceiling_with_own_work(model_images_per_s: float, own_ms: float, cores: int) -> float:
@@ -276,6 +294,9 @@ def measure(args, work: Path) -> dict:
     own_ms = sum(costs.values())
     cores = available_cores()
     result["own_work_ms_per_image"] = costs
+    result["png_levels"] = png_levels(work / "in")
+    lines.append("PNG encoding a photo: " + ", ".join(f"level {level} {v['ms']:.1f} ms, {v['bytes'] / 1024:.0f} KiB"
+                                                      for level, v in result["png_levels"].items()))
     lines.append(f"the batch job's own work: {own_ms:.1f} ms of one core per image ("
                  + ", ".join(f"{k} {v:.1f}" for k, v in costs.items())
                  + f"); with it on the same {cores} cores, the model alone's {args.images / alone:.2f} img/s "

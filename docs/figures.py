@@ -101,7 +101,10 @@ def enhance_throughput(entry: dict) -> str:
     lines = [provenance(entry), "",
              f"{r['model']}, {r['images']} images of 512x384. The batch job's own work (decoding, encoding, "
              f"the no-reference measures) takes {sum(own.values()):.1f} ms of one core per image ("
-             + ", ".join(f"{k} {v:.1f}" for k, v in own.items()) + ").", "",
+             + ", ".join(f"{k} {v:.1f}" for k, v in own.items()) + ")."
+             + ("" if "png_levels" not in r else " PNG encoding a photo at zlib level "
+                + ", at level ".join(f"{level}: {v['ms']:.1f} ms, {v['bytes'] / 1024:.0f} KiB"
+                                     for level, v in r["png_levels"].items()) + "."), "",
              "| run | images/s | vs naive loop | model alone | bound with the job's own work | "
              "output vs Keras float32 |",
              "|---|---:|---:|---:|---:|---|",
@@ -201,6 +204,47 @@ def enhance_scale(entry: dict) -> str:
                       f"{entry['result']['planner_bytes_per_key']:.0f} bytes a key "
                       f"(over {entry['result']['planner_keys']:,} keys)."]
     return "\n".join(lines)
+
+
+def enhance_steps(entry: dict) -> str:
+    steps = entry["result"]["per_key_steps_ms"]
+    return "\n".join([provenance(entry), "", f"Each step of the per-key path alone, one thread, over "
+                      f"{entry['result']['keys']:,} of the 16x16 images, ms a key (in the job reads, decoding, "
+                      "encoding, writing and measures overlap on the I/O threads):", "",
+                      "| " + " | ".join(steps) + " | sum |", "|" + "---:|" * (len(steps) + 1),
+                      "| " + " | ".join(f"{v:.3f}" for v in steps.values()) + f" | {sum(steps.values()):.3f} |"])
+
+
+PARTITION = 100_000  # keys a partition of the 10^8 design
+
+
+def partition(entry: dict) -> str:
+    """docs/scaling.md's partition table: the scale benchmark's figures times a partition's keys."""
+    r = entry["result"]
+    growth = max((g for g in r["growth"] if g["store"] == "folder"), key=lambda g: g["to"])
+    largest = max((run for run in r["runs"] if run["store"] == "folder"), key=lambda run: run["keys"])
+    task_runs = largest["fresh"]["task_runs"] / largest["keys"] * PARTITION
+
+    def mb(per_key: float) -> str:
+        return f"{per_key * PARTITION / 1e6:.0f} MB ({per_key:.0f} bytes a key)"
+
+    rows = [
+        ("bookkeeping, fresh run", f"{PARTITION:,} x {growth['fresh_marginal_ms_per_key']:.2f} ms = "
+                                   f"{PARTITION * growth['fresh_marginal_ms_per_key'] / 60_000:.1f} min, "
+                                   "overlapping the model's work"),
+        ("bookkeeping, re-run of a finished partition",
+         f"{PARTITION:,} x {growth['rerun_marginal_ms_per_key']:.2f} ms = "
+         f"{PARTITION * growth['rerun_marginal_ms_per_key'] / 60_000:.1f} min"),
+        ("task runs in its Prefect flow run", f"{task_runs:,.0f} (the benchmark's {largest['keys']:,} keys made "
+                                              f"{largest['fresh']['task_runs']:,})"),
+        ("ledger on disk (its snapshot)", mb(largest["ledger_file_bytes_per_key"])),
+        ("ledger held by a start", mb(largest["ledger_memory_bytes_per_key"])),
+        ("metrics Parquet", mb(largest["metrics_bytes_per_key"])),
+        ("the planner's collision check", mb(r["planner_bytes_per_key"])),
+        ("partitions for 10^8 keys", f"{10**8 // PARTITION:,} flow runs, launched by a parent flow a few at a time"),
+    ]
+    return "\n".join([f"| per partition of {PARTITION:,} keys | from `enhance_scale` ({entry['date']}) |",
+                      "|---|---|", *(f"| {name} | {value} |" for name, value in rows)])
 
 
 def train_throughput(entry: dict) -> str:
@@ -312,18 +356,21 @@ def photo_throughput(entry: dict) -> str:
 
 RENDERERS = {"accelerator": accelerator, "photo_throughput": photo_throughput,
              "enhance_throughput": enhance_throughput, "operator_profile": operator_profile,
-             "enhance_memory": enhance_memory, "enhance_scale": enhance_scale, "train_throughput": train_throughput,
+             "enhance_memory": enhance_memory, "enhance_scale": enhance_scale, "enhance_steps": enhance_steps,
+             "train_throughput": train_throughput,
              "reader_throughput": reader_throughput}
 
 
 def benchmark_block(name: str) -> str:
     """The block ``name`` from ``docs/results/<name>.json``, rendered as its benchmark's result."""
-    file = RESULTS / f"{name}.json"
+    file = RESULTS / f"{name.removesuffix('-partition')}.json"
     if not file.is_file():
         raise MissingSource(f"{file}: not found; run the benchmark with --record {file.relative_to(REPOSITORY)}")
     entry = json.loads(file.read_text())
     if name.endswith("24mp-memory"):
         return photo_memory(entry)
+    if name == "enhance_scale-partition":
+        return partition(entry)
     return RENDERERS[entry["result"].get("benchmark") or name.split("-")[0]](entry)
 
 

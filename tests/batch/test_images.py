@@ -128,3 +128,34 @@ def test_8_bit_and_16_bit_grey_keep_their_depth():
     decoded = decode(buffer.getvalue(), "c.png", LIMIT)
     assert decoded.bits == 8 and decoded.mode == "RGB"
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(encode(decoded, decoded.rgb)))), rgb8)
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_the_png_level_changes_the_bytes_never_the_pixels(bits):
+    """Level 0 stores, 9 squeezes hardest, 1 is the job's default: every one decodes to the same pixels."""
+    rng = np.random.default_rng(5)  # a gradient with some noise: compressible, but not trivially
+    ramp = np.linspace(0, 1, 60)[None, :, None] * np.linspace(0.5, 1, 40)[:, None, None] * [1.0, 0.8, 0.6]
+    noisy = np.clip(ramp + rng.normal(0, 0.01, ramp.shape), 0, 1)
+    if bits == 8:
+        data = save_png(Image.fromarray(np.rint(noisy * 255).astype(np.uint8)))
+    else:
+        data = png16(np.rint(noisy * 65535).astype(np.uint16))
+    decoded = decode(data, "x.png", LIMIT)
+    written = {level: encode(decoded, decoded.rgb, "PNG", png_level=level) for level in (0, 1, 9)}
+    assert len(written[0]) > len(written[9])  # the level is honoured
+    pixels = [imagecodecs.png_decode(data) for data in written.values()]
+    assert all(np.array_equal(p, pixels[0]) for p in pixels)
+    assert np.array_equal(pixels[0], imagecodecs.png_decode(data))  # and they are the source's
+
+
+def save_png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_a_png_level_outside_zlibs_range_is_named():
+    from mirnet_pipeline.tasks.batch.job import EnhanceJob, JobInputError
+
+    with pytest.raises(JobInputError, match="png_level: expected 0"):
+        EnhanceJob(source="in", destination="out", model="m.keras", png_level=10)

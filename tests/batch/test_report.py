@@ -83,6 +83,18 @@ def test_colour_cast_is_how_far_the_mean_colour_is_from_grey():
     assert no_reference(image)["colour_cast"] == pytest.approx(expected, rel=1e-5)
 
 
+def test_sharpness_is_the_variance_of_the_luminances_laplacian():
+    """Against a float64 Laplacian written out with NumPy (edges mirrored, as SciPy's default)."""
+    image = np.random.default_rng(3).random((48, 64, 3), dtype=np.float32)
+    y = image.astype(np.float64) @ [0.2126, 0.7152, 0.0722]
+    padded = np.pad(y, 1, mode="symmetric")
+    laplacian = (padded[:-2, 1:-1] + padded[2:, 1:-1] + padded[1:-1, :-2] + padded[1:-1, 2:] - 4 * y)
+    measures = no_reference(image)
+    assert measures["sharpness"] == pytest.approx(laplacian.var(), rel=1e-4)
+    assert measures["mean_luminance"] == pytest.approx(y.mean(), rel=1e-5)
+    assert measures["rms_contrast"] == pytest.approx(y.std(), rel=1e-4)
+
+
 PHOTOS = 12
 
 

@@ -157,7 +157,7 @@ class ChunkProcessor:
         started = time.perf_counter()
         key = row.pop("_key")  # the object's own key (row["key"] is its text form)
         out_key = output_of(self.job, key)
-        encoded = encode(decoded, output, output_format(self.job, key))
+        encoded = encode(decoded, output, output_format(self.job, key), png_level=self.job.png_level)
         self.destination.write(out_key, encoded, metadata={
             "source-version": row["source_version"], "model": self.job.model, "model-version": self.model_version,
             "precision": self.job.precision, "runtime": self.runtime})

@@ -180,15 +180,16 @@ def portable_exif(exif: Image.Exif) -> bytes | None:
     return kept.tobytes() if len(kept) or any(kept.get_ifd(t) for t in SUB_DIRECTORIES) else None
 
 
-def encode(decoded: Decoded, rgb: np.ndarray, fmt: str | None = None, quality: int = 95) -> bytes:
+def encode(decoded: Decoded, rgb: np.ndarray, fmt: str | None = None, quality: int = 95,
+           png_level: int = 6) -> bytes:
     """``rgb`` (float [0, 1]) written like ``decoded``: same mode family, bit
     depth (where ``fmt`` can hold it), alpha, ICC profile and EXIF, in ``fmt``
-    (default: the source's)."""
+    (default: the source's); ``png_level``: zlib's level for a PNG."""
     fmt = (fmt or decoded.format).upper()
     rgb = np.clip(rgb, 0.0, 1.0)
     deep = decoded.bits == 16 and fmt in DEEP_FORMATS
     if deep and (decoded.alpha is not None or not decoded.grayscale):
-        return _encode_deep(decoded, rgb, fmt)
+        return _encode_deep(decoded, rgb, fmt, png_level)
     if deep:
         grey = np.rint(rgb.mean(axis=2) * 65535.0).astype(np.uint16)
         image = Image.fromarray(grey)  # uint16 -> mode "I;16"
@@ -213,6 +214,8 @@ def encode(decoded: Decoded, rgb: np.ndarray, fmt: str | None = None, quality: i
         options["exif"] = decoded.exif
     if fmt in ("JPEG", "WEBP"):
         options["quality"] = quality
+    if fmt == "PNG":
+        options["compress_level"] = png_level
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **options)
     return buffer.getvalue()
@@ -292,7 +295,7 @@ def _decode_deep(image: Image.Image, data: bytes, fmt: str) -> Decoded:
                    alpha=alpha, icc_profile=icc, exif=portable_exif(exif))
 
 
-def _encode_deep(decoded: Decoded, rgb: np.ndarray, fmt: str) -> bytes:
+def _encode_deep(decoded: Decoded, rgb: np.ndarray, fmt: str, png_level: int = 6) -> bytes:
     """16-bit PNG or TIFF with alpha and ICC profile (and EXIF for PNG)."""
     colour = rgb.mean(axis=2, keepdims=True) if decoded.grayscale else rgb
     pixels = np.rint(colour * 65535.0).astype(np.uint16)
@@ -310,7 +313,7 @@ def _encode_deep(decoded: Decoded, rgb: np.ndarray, fmt: str) -> bytes:
     import imagecodecs
     import png
 
-    encoded = imagecodecs.png_encode(pixels if pixels.shape[2] > 1 else pixels[..., 0])
+    encoded = imagecodecs.png_encode(pixels if pixels.shape[2] > 1 else pixels[..., 0], level=png_level)
     extra = []
     if decoded.icc_profile:
         extra.append((b"iCCP", b"ICC profile\x00\x00" + zlib.compress(decoded.icc_profile)))
@@ -347,5 +350,6 @@ def no_reference(rgb: np.ndarray) -> dict[str, float]:
         "rms_contrast": float(y.std()),
         "colourfulness": colourfulness,
         "colour_cast": cast,
-        "sharpness": float(ndimage.laplace(y.astype(np.float64)).var()),
+        # the Laplacian in the image's own precision, its variance summed in float64
+        "sharpness": float(ndimage.laplace(y).var(dtype=np.float64)),
     }

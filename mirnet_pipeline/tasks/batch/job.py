@@ -38,6 +38,9 @@ STATUS_OK, STATUS_SKIPPED, STATUS_ERROR = "ok", "skipped", "error"
 PRECISION_NAMES = ("float32", "bfloat16", "float16")
 
 
+# PNG outputs' zlib level: on photographs level 1 writes files about the size
+# level 6 does in a third of the time (docs/performance.md, "PNG level")
+PNG_LEVEL = 1
 CHUNK_WORKERS = 1  # chunks at a time unless the user says otherwise (each has its own I/O threads)
 
 
@@ -55,6 +58,7 @@ class EnhanceJob:
     exclude: tuple[str, ...] = ()
     output_format: str | None = None  # PNG, JPEG, WEBP, TIFF, BMP; None: same as input
     suffix: str = ""
+    png_level: int = PNG_LEVEL  # zlib level of PNG outputs: 0 (fastest, largest) to 9 (slowest, smallest)
     reference: str | None = None
     endpoint_url: str | None = None
     region: str | None = None
@@ -91,6 +95,8 @@ class EnhanceJob:
                      "workers"):
             if getattr(self, name) < 1:
                 raise JobInputError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.png_level <= 9:
+            raise JobInputError(f"png_level: expected 0 (fastest) to 9 (smallest), got {self.png_level}")
         if not 0 <= 2 * self.overlap < self.tile:
             raise JobInputError(f"overlap: must be at least 0 and less than half the tile ({self.tile}), "
                                 f"got {self.overlap}")
