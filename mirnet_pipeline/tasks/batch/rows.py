@@ -208,9 +208,17 @@ def metrics_uri(job: EnhanceJob) -> str:
     return job.metrics or f"{job.destination.rstrip('/')}/metrics.parquet"
 
 
+# what the report reads of the metrics; the columns of a few values each come as categories
+REPORT_COLUMNS = ["key", "status", "error", "output_key", "flags", "model_version", "runtime", "precision",
+                  *(f"{when}_{m}" for when in ("before", "after") for m in MEASURES), "psnr", "ssim"]
+REPORT_CATEGORIES = ["status", "model_version", "runtime", "precision"]
+
+
 def read_metrics(job: EnhanceJob) -> pd.DataFrame:
-    """The metrics file as written, strings and numbers held by Arrow (a
-    fraction of the memory of Python objects), for the report."""
+    """The columns of the metrics file the report needs, strings held by
+    Arrow and the few-valued ones as categories (a fraction of the memory of
+    Python objects)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     uri = metrics_uri(job)
@@ -220,4 +228,7 @@ def read_metrics(job: EnhanceJob) -> pd.DataFrame:
     else:
         with open(uri, "rb") as handle:
             data = handle.read()
-    return pq.read_table(io.BytesIO(data)).to_pandas(types_mapper=pd.ArrowDtype)
+    table = pq.read_table(io.BytesIO(data), columns=REPORT_COLUMNS, read_dictionary=REPORT_CATEGORIES)
+    del data
+    strings = {pa.string(): pd.ArrowDtype(pa.string()), pa.large_string(): pd.ArrowDtype(pa.large_string())}
+    return table.to_pandas(types_mapper=strings.get, self_destruct=True)
