@@ -354,6 +354,26 @@ def photo_throughput(entry: dict) -> str:
     return "\n".join(lines)
 
 
+GPU_PHOTOS = "photo_throughput-h200-12mp"  # whole 12-megapixel photos through MIRNet on one H200
+
+
+def cores_per_gpu(entry: dict) -> str:
+    """docs/scaling.md's cores a GPU: the job's own work a photo (enhance_throughput) against the time
+    the research's model takes for a photo on the GPU (photo_throughput)."""
+    own = entry["result"]["own_work_ms_per_image"]
+    per_megapixel = sum(own.values()) / (512 * 384 / 1e6)
+    gpu = json.loads((RESULTS / f"{GPU_PHOTOS}.json").read_text())["result"]["runs"]
+    research = next(run["result"] for run in gpu if run["name"] == "research")
+    megapixels = research["megapixels_per_call"]
+    photo = per_megapixel * megapixels / 1000
+    return (f"The job's own work besides the model (decode, PNG encode, the no-reference measures) is "
+            f"{sum(own.values()):.1f} ms of one core for a 512x384 photo (`enhance_throughput`, {entry['date']}: "
+            + " + ".join(f"{k} {v:.1f}" for k, v in own.items())
+            + f" ms), {per_megapixel:.0f} ms a megapixel, {photo:.2f} s for a {megapixels:.0f}-megapixel photo. "
+            f"To keep one H200 busy at {research['seconds_per_call']:.2f} s a photo (`research`, above) a worker "
+            f"needs {photo / research['seconds_per_call']:.1f} cores of its own work.")
+
+
 RENDERERS = {"accelerator": accelerator, "photo_throughput": photo_throughput,
              "enhance_throughput": enhance_throughput, "operator_profile": operator_profile,
              "enhance_memory": enhance_memory, "enhance_scale": enhance_scale, "enhance_steps": enhance_steps,
@@ -363,7 +383,7 @@ RENDERERS = {"accelerator": accelerator, "photo_throughput": photo_throughput,
 
 def benchmark_block(name: str) -> str:
     """The block ``name`` from ``docs/results/<name>.json``, rendered as its benchmark's result."""
-    file = RESULTS / f"{name.removesuffix('-partition')}.json"
+    file = RESULTS / f"{name.removesuffix('-partition').removesuffix('-cores')}.json"
     if not file.is_file():
         raise MissingSource(f"{file}: not found; run the benchmark with --record {file.relative_to(REPOSITORY)}")
     entry = json.loads(file.read_text())
@@ -371,6 +391,8 @@ def benchmark_block(name: str) -> str:
         return photo_memory(entry)
     if name == "enhance_scale-partition":
         return partition(entry)
+    if name == "enhance_throughput-cores":
+        return cores_per_gpu(entry)
     return RENDERERS[entry["result"].get("benchmark") or name.split("-")[0]](entry)
 
 

@@ -112,3 +112,22 @@ def test_a_ledger_that_cannot_be_written_is_still_read(job, monkeypatch):
     monkeypatch.setattr(LocalStore, "write", full)
     assert sorted(ledger(job)[0]) == [f"img{i}.png" for i in range(4)]
     assert ledger_files(job) == parts
+
+
+def test_each_chunk_gets_exactly_the_ledger_rows_of_its_keys():
+    """Binary search in the ledger's sorted keys, whatever order and escapes the chunk's keys come in."""
+    import pyarrow as pa
+
+    from mirnet_pipeline.tasks.batch.ledger import LedgerRows
+    from mirnet_pipeline.tasks.batch.rows import frame
+
+    keys = sorted(["a.png", "a\\\\x.png", "b/c.png", "caf\\xe9.png", "z.png"])
+    rows = LedgerRows(pa.Table.from_pandas(frame([{"key": k, "status": "ok", "bytes_in": i}
+                                                  for i, k in enumerate(keys)]), preserve_index=False))
+    assert len(rows) == 5 and sorted(rows) == keys
+    assert rows["b/c.png"]["bytes_in"] == keys.index("b/c.png")
+    assert "b.png" not in rows and rows.get("b.png") is None
+    assert set(rows.rows_for(["z.png", "a.png", "missing.png"])) == {"z.png", "a.png"}
+    assert set(rows.rows_for(["caf\\xe9.png", "a\\\\x.png"])) == {"caf\\xe9.png", "a\\\\x.png"}
+    assert rows.rows_for(["zz.png"]) == {} and rows.rows_for([]) == {}
+    assert LedgerRows().rows_for(["a.png"]) == {}
