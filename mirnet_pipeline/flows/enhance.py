@@ -22,6 +22,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Failed
+from prefect.utilities.annotations import quote
 from tqdm.auto import tqdm
 
 from mirnet_pipeline.flows import prefect_api
@@ -141,7 +142,8 @@ def enhance_folder(job: EnhanceJob) -> dict:
                     if stop.requested:  # no more chunks once the job is stopping
                         break
                     texts = [key_text(info.key) for info in chunk]
-                    chunks.submit(i, enhance_chunk.submit(job, chunk, run_id, i, done.rows_for(texts)))
+                    # quoted: Prefect passes them through without visiting every key's row
+                    chunks.submit(i, enhance_chunk.submit(job, quote(chunk), run_id, i, quote(done.rows_for(texts))))
                 chunks.drain()
                 refused = planner.refused_rows(listing(job)) if not stop.requested else []
                 if refused:  # keys whose output another key has: refused, with a row each

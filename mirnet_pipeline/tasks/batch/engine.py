@@ -342,6 +342,7 @@ def _process_chunk(job: EnhanceJob, infos: list, run_id: str, index: int, done) 
     rows = list(ChunkProcessor(job).run(infos, done, on_row=(lambda: progress(index)) if progress else None,
                                         stop=stop))
     enhanced = [row for row in rows if row["status"] == STATUS_OK]  # the rest are in the ledger or not needed
+    release_freed_memory()  # the chunk's buffers, freed on its I/O threads: a process's memory stays flat
     try:
         if enhanced:
             write_ledger_part(job, run_id, index, enhanced)

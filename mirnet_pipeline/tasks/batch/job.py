@@ -38,8 +38,8 @@ STATUS_OK, STATUS_SKIPPED, STATUS_ERROR = "ok", "skipped", "error"
 PRECISION_NAMES = ("float32", "bfloat16", "float16")
 
 
-# PNG outputs' zlib level: on photographs level 1 writes files about the size
-# level 6 does in a third of the time (docs/performance.md, "PNG level")
+# PNG outputs' zlib level: on photographs level 1 writes files a few percent
+# larger than level 6 in much less time (docs/performance.md measures both)
 PNG_LEVEL = 1
 CHUNK_WORKERS = 1  # chunks at a time unless the user says otherwise (each has its own I/O threads)
 
