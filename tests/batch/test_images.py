@@ -132,7 +132,8 @@ def test_8_bit_and_16_bit_grey_keep_their_depth():
 
 @pytest.mark.parametrize("bits", [8, 16])
 def test_the_png_level_changes_the_bytes_never_the_pixels(bits):
-    """Level 0 stores, 9 squeezes hardest, 1 is the job's default: every one decodes to the same pixels."""
+    """Level 0 stores, 1 is the fastest that compresses, 9 squeezes hardest: every one decodes to the same
+    pixels."""
     rng = np.random.default_rng(5)  # a gradient with some noise: compressible, but not trivially
     ramp = np.linspace(0, 1, 60)[None, :, None] * np.linspace(0.5, 1, 40)[:, None, None] * [1.0, 0.8, 0.6]
     noisy = np.clip(ramp + rng.normal(0, 0.01, ramp.shape), 0, 1)
@@ -154,8 +155,11 @@ def save_png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def test_a_png_level_outside_zlibs_range_is_named():
-    from mirnet_pipeline.tasks.batch.job import EnhanceJob, JobInputError
+def test_a_png_level_outside_zlibs_range_is_named_and_the_option_reaches_the_job():
+    from mirnet_pipeline.flows.commands.enhance import parse
+    from mirnet_pipeline.tasks.batch.job import PNG_LEVEL, EnhanceJob, JobInputError
 
     with pytest.raises(JobInputError, match="png_level: expected 0"):
         EnhanceJob(source="in", destination="out", model="m.keras", png_level=10)
+    assert parse(["in", "out", "--model", "m.keras"])[0].png_level == PNG_LEVEL == 6  # zlib's own default
+    assert parse(["in", "out", "--model", "m.keras", "--png-level", "1"])[0].png_level == 1

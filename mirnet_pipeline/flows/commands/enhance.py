@@ -62,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--suffix", default=JOB["suffix"], help="added to each output name before the extension")
     p.add_argument("--png-level", type=int, default=JOB["png_level"],
                    help="zlib level of PNG outputs, 0-9: higher is slower and, on drawings and flat colour, "
-                        "smaller (on photographs 1 is a few percent larger than 6, and much faster)")
+                        "smaller; 1 is much faster, and on photographs a few percent larger than the default")
     p.add_argument("--reference", help="folder or s3:// prefix of ground truth with the same keys")
     p.add_argument("--endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000")
     p.add_argument("--region", help="S3 region (default: the AWS configuration's)")

@@ -38,9 +38,9 @@ STATUS_OK, STATUS_SKIPPED, STATUS_ERROR = "ok", "skipped", "error"
 PRECISION_NAMES = ("float32", "bfloat16", "float16")
 
 
-# PNG outputs' zlib level: on photographs level 1 writes files a few percent
-# larger than level 6 in much less time (docs/performance.md measures both)
-PNG_LEVEL = 1
+# PNG outputs' zlib level: zlib's own default; on photographs level 1 writes
+# files a few percent larger in much less time (docs/performance.md measures both)
+PNG_LEVEL = 6
 CHUNK_WORKERS = 1  # chunks at a time unless the user says otherwise (each has its own I/O threads)
 
 
