@@ -20,7 +20,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from mirnet_pipeline.tasks.batch.job import EnhanceJob
-from mirnet_pipeline.tasks.batch.planning import Planner, listing
+from mirnet_pipeline.tasks.batch.planning import Planner
 from mirnet_pipeline.tasks.batch.stores import LocalStore, ObjectInfo
 from tests.batch.samples import photo, save
 
