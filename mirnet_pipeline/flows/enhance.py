@@ -22,7 +22,6 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Failed
-from prefect.utilities.annotations import quote
 from tqdm.auto import tqdm
 
 from mirnet_pipeline.flows import prefect_api
@@ -64,10 +63,21 @@ class JobStopped(JobEnded):
     or read-only destination, a lost claim."""
 
 
+class ChunkKeys:
+    """A chunk's keys and the ledger's rows of them, as one object Prefect
+    passes to the task (and Dask ships) without visiting every row."""
+
+    def __init__(self, infos: list, done: dict):
+        self.infos, self.done = infos, done
+
+    def __repr__(self) -> str:
+        return f"ChunkKeys({len(self.infos)} keys)"
+
+
 @task(name="enhance-chunk", retries=1)
-def enhance_chunk(job: EnhanceJob, infos: list, run_id: str, index: int, done: dict) -> ChunkSummary:
+def enhance_chunk(job: EnhanceJob, keys: ChunkKeys, run_id: str, index: int) -> ChunkSummary:
     """One chunk; its rows go to the run's row parts, its counts and failures come back."""
-    return chunk_summary(job, infos, run_id, index, done)
+    return chunk_summary(job, keys.infos, run_id, index, keys.done)
 
 
 def task_runner(dask_address: str | None, workers: int):
@@ -142,8 +152,7 @@ def enhance_folder(job: EnhanceJob) -> dict:
                     if stop.requested:  # no more chunks once the job is stopping
                         break
                     texts = [key_text(info.key) for info in chunk]
-                    # quoted: Prefect passes them through without visiting every key's row
-                    chunks.submit(i, enhance_chunk.submit(job, quote(chunk), run_id, i, quote(done.rows_for(texts))))
+                    chunks.submit(i, enhance_chunk.submit(job, ChunkKeys(chunk, done.rows_for(texts)), run_id, i))
                 chunks.drain()
                 refused = planner.refused_rows(listing(job)) if not stop.requested else []
                 if refused:  # keys whose output another key has: refused, with a row each

@@ -14,14 +14,16 @@ with one row per key (pandas, ``pyarrow.dataset``, DuckDB).
 
 from __future__ import annotations
 
+import contextlib
 import io
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 
 import pandas as pd
 
 from mirnet_pipeline.tasks.batch.flags import FLAG_INPUTS, flag_hits, flag_texts
 from mirnet_pipeline.tasks.batch.job import STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, EnhanceJob
-from mirnet_pipeline.tasks.batch.stores import open_store
+from mirnet_pipeline.tasks.batch.stores import LocalStore, open_store
 from mirnet_pipeline.tasks.storage import atomic_write_bytes
 
 MEASURES = ("mean_luminance", "rms_contrast", "colourfulness", "colour_cast", "sharpness")
@@ -74,16 +76,20 @@ def row_parts(job: EnhanceJob, run_id: str) -> list[str]:
         return []
 
 
-def clear_rows(job: EnhanceJob, keep: str | None = None) -> None:
-    """Delete the row parts of every run but ``keep`` (those of killed runs, or of this run once written)."""
+def clear_rows(job: EnhanceJob) -> None:
+    """Delete every run's row parts (those of killed runs at a start, this run's once in the metrics),
+    and in a local ledger the folders that held them."""
     store = job.state_store()
     try:
         names = [info.key for info in store.list([f"{RUNS}/*"])]
     except FileNotFoundError:
         return
     for name in names:
-        if keep is None or not name.startswith(f"{rows_prefix(keep)}/"):
-            store.delete(name)
+        store.delete(name)
+    if isinstance(store, LocalStore):
+        for folder in sorted({PurePosixPath(name).parent for name in names}, reverse=True):
+            with contextlib.suppress(OSError):  # not empty: something of another's, left alone
+                (store.root / folder).rmdir()
 
 
 @dataclass
